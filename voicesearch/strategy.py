@@ -1,0 +1,77 @@
+"""Strategy: proposes candidate coordinates (ask) and learns from their scores (tell).
+
+A minimal strategy (see examples/custom_strategy.py) is ~20 lines:
+
+    class Jitter(Strategy):
+        def ask(self):
+            return self.center + 0.05 * torch.randn(self.batch_size, self.space.dim, generator=self.rng)
+        def tell(self, x, result):
+            self.center = x[result.total.argmax()]
+
+State that must survive a resume (plain tensors, numbers, strings, lists, dicts) is saved
+automatically from instance attributes; override `state_dict` for anything else.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+from .space import SearchSpace
+from .stock import StockVoices
+from .types import ScoreResult
+
+_NOT_STATE = {"space", "stock", "rng"}
+
+
+def _is_plain(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str, bytes, torch.Tensor)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_is_plain(i) for i in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, (str, int)) and _is_plain(i) for k, i in v.items())
+    return False
+
+
+class Strategy(ABC):
+    """Base class of all search strategies.
+
+    - `ask()` returns (B, space.dim) float32 CPU coordinates: one batch = one batched render.
+    - `tell(x, result)` receives the same x and the scores (`result.total` (B,), higher is better).
+    - `wants_grad = True` makes the loop run renderer and scorer with autograd and fill `result.grad`
+      with d total / d x (B, dim).
+    - `done()` may end the search early (e.g. a finite grid was exhausted).
+    """
+
+    name: ClassVar[str] = ""
+    wants_grad: ClassVar[bool] = False
+
+    def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16, **options: Any):
+        self.space = space
+        self.stock = stock
+        self.rng = rng
+        self.batch_size = int(batch_size)
+        if options:
+            raise TypeError(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
+
+    @abstractmethod
+    def ask(self) -> torch.Tensor: ...
+
+    @abstractmethod
+    def tell(self, x: torch.Tensor, result: ScoreResult) -> None: ...
+
+    def done(self) -> bool:
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: v for k, v in vars(self).items() if k not in _NOT_STATE and _is_plain(v)}
+        state["rng"] = self.rng.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.rng.set_state(state.pop("rng"))
+        for k, v in state.items():
+            setattr(self, k, v)
