@@ -23,9 +23,13 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
     except Exception:
         pass
     try:  # formats libsndfile lacks (e.g. some mp3/m4a) via librosa's audioread fallback
+        import warnings
+
         import librosa
 
-        data, sr = librosa.load(str(path), sr=None, mono=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data, sr = librosa.load(str(path), sr=None, mono=True)
         return data.astype(np.float32), int(sr)
     except Exception as e:
         raise InputError(f"cannot read audio {path}: {type(e).__name__}; convert it to wav/flac/ogg/mp3") from None

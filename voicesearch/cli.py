@@ -14,7 +14,7 @@ from rich.table import Table
 
 from . import registry
 from .errors import InputError
-from .session import HELD_OUT_TEXT, build, build_renderer, config_path_fields, load_stock, make_config, parse_options
+from .session import HELD_OUT_TEXT, build, check_names, build_renderer, config_path_fields, load_stock, make_config, parse_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown", pretty_exceptions_show_locals=False,
                   help="Clone a speaker into a Kokoro-82M voice pack by searching its style space.")
@@ -116,6 +116,7 @@ def clone(
         batch_size=batch, seed=seed, checkpoint_every=checkpoint_every, plugins=list(plugin or []),
     )
     config = config_path_fields(config)
+    check_names(config)
     out_path = _fresh_out_dir(out_dir, strategy, scorer)
     _run(config, out_path)
 
@@ -361,7 +362,9 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except InputError as e:
         err.print(f"error: {e}", highlight=False, soft_wrap=True)
         sys.exit(2)

