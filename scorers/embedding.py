@@ -39,6 +39,9 @@ class SpeakerEmbedder(nn.Module, ABC):
     dim: ClassVar[int] = 0
     #: Target clips longer than this are cut into windows of this length (None: embed whole clips).
     target_window_s: ClassVar[float | None] = None
+    #: Kaiser-sinc resampler settings (`voicesearch.resample`) used to reach `sample_rate`.
+    resample_width: ClassVar[int] = 16
+    resample_rolloff: ClassVar[float] = 0.945
 
     @property
     def device(self) -> torch.device:
@@ -48,7 +51,7 @@ class SpeakerEmbedder(nn.Module, ABC):
         """`audio` on this embedder's device and sample rate (differentiable resampling)."""
         wave, lengths = audio.wave.to(self.device, torch.float32), audio.lengths.to(self.device)
         if audio.sample_rate != self.sample_rate:
-            wave = resample(wave, audio.sample_rate, self.sample_rate)
+            wave = resample(wave, audio.sample_rate, self.sample_rate, self.resample_width, self.resample_rolloff)
             lengths = (lengths * self.sample_rate + audio.sample_rate - 1) // audio.sample_rate
         return AudioBatch(wave, lengths, self.sample_rate)
 
@@ -117,10 +120,12 @@ class EmbeddingScorer(Scorer):
         **options: Any,
     ):
         super().__init__(device=device, **options)
-        self.target_sampling = target_sampling
-        self.subset_k = parse_target_sampling(target_sampling)
-        self.rng = torch.Generator().manual_seed(seed)
-        self._target_window_s = target_window_s
+        self.target_sampling = str(target_sampling)
+        self.subset_k = parse_target_sampling(self.target_sampling)
+        self.rng = torch.Generator().manual_seed(int(seed))
+        if target_window_s is not None and float(target_window_s) < 0:
+            raise InputError(f"target_window_s must be >= 0 seconds (0 = whole clips), got {target_window_s}")
+        self._target_window_s = None if target_window_s is None else float(target_window_s)
         self._embedder: SpeakerEmbedder | None = None
 
     @abstractmethod
@@ -163,7 +168,8 @@ class EmbeddingScorer(Scorer):
         return ScoreResult(total=sim, parts={"similarity": sim}, embeddings=emb)
 
     def score(self, renders: Renders, state: EmbeddedTarget) -> ScoreResult:
-        return self.similarity(renders.audio(0, sample_rate=self.embedder.sample_rate), state)
+        # Native-rate audio: the embedder resamples with the filter its reference pipeline needs.
+        return self.similarity(renders.audio(0), state)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.get_state()}

@@ -22,7 +22,8 @@ from tests.fakes import FakeRenderer, FakeSpectrumScorer, HillClimb
 from voicesearch.demo import demo_target
 from voicesearch.loop import Budget, Callback, Search
 from voicesearch.renderer import Renders
-from voicesearch.report import (REPORT, STOCK_SCORES, TRAJECTORY, append_trajectory, build_report, report_hook)
+from voicesearch.report import (REPORT, STOCK_SCORES, TRAJECTORY, append_trajectory, build_report, report_hook,
+                               score_stock)
 from voicesearch.run import CONFIG, RunRecorder, read_history, write_json
 from voicesearch.session import make_config
 from voicesearch.space import OffsetSpace
@@ -120,6 +121,24 @@ def test_best_stock_voice_is_really_the_best_scoring_one(finished_run):
     assert best > data["best_score"] and f"{best - data['best_score']:+.4g}" in page
 
 
+def test_stock_scores_the_strategy_already_has_are_reused(tmp_path, stock):
+    search = _search(stock)
+    search.target_state = search.scorer.prepare(search.target)
+    names = search.strategy.stock.names
+    known = torch.full((len(names),), -1.0)
+    known[3], known[-5:] = 5.0, float("nan")  # as a strategy's opening leaves them when the budget ran out mid-ranking
+    search.strategy.stock_scores = known
+    calls = search.renderer.calls
+    data = score_stock(search, tmp_path)
+    assert (data["from_strategy"], data["scored_here"]) == (len(names) - 5, 5)
+    assert search.renderer.calls - calls == 2, "one batch for the 5 unknown voices, one render of the best stock voice"
+    assert data["best"] == names[3] and data["best_score"] == 5.0
+    rest = search.strategy.stock.packs[-5:]
+    expected = search.scorer.score(Renders(search.renderer, rest, search.texts), search.target_state).total
+    assert [data["scores"][n] for n in names[-5:]] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert (tmp_path / "samples" / "stock_best_target_text.wav").is_file()
+
+
 def test_trajectory_follows_the_best_voice(finished_run):
     rows = [json.loads(line) for line in (finished_run.dir / TRAJECTORY).read_text().splitlines()]
     assert rows and all(len(r["style"]) == 256 for r in rows)
@@ -146,8 +165,10 @@ def test_report_rebuilds_from_the_run_directory_alone(finished_run, tmp_path, mo
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run.dir, run_dir)
     (run_dir / REPORT).unlink()
-    write_json(run_dir / "evaluate.json", {"judges": {"ecapa": {"clone": 0.71, "best stock": 0.52},
-                                                      "dnsmos": {"clone": 3.4, "best stock": 3.5}}})
+    write_json(run_dir / "evaluate.json", {  # the shape `voicesearch evaluate --json` writes
+        "voice": str(run_dir / "voice_final.pt"), "texts": [HELD_OUT], "judges": ["ecapa", "dnsmos"],
+        "candidate": {"name": "voice", "scores": {"ecapa": 0.71, "dnsmos": 3.4}},
+        "best_stock": {"name": "am_echo", "scores": {"ecapa": 0.52, "dnsmos": 3.5}}, "delta": {"ecapa": 0.19, "dnsmos": -0.1}})
     monkeypatch.delenv("VOICESEARCH_VOICES_DIR", raising=False)  # the map comes from report_assets/stock_styles.npz
     result = CliRunner().invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -155,7 +176,7 @@ def test_report_rebuilds_from_the_run_directory_alone(finished_run, tmp_path, mo
     original = (finished_run.dir / REPORT).read_text()
     assert set(_audio(page)) == set(_audio(original))
     assert page.count("<img ") == original.count("<img ")
-    assert "<th>ecapa</th><td>0.71</td><td>0.52</td>" in page
+    assert "<th>ecapa</th><td>0.71</td><td>0.52</td><td>+0.1900</td>" in page and "best stock voice (am_echo)" in page
 
 
 def test_report_of_a_run_with_no_steps_yet(tmp_path):
@@ -192,9 +213,19 @@ def test_the_report_does_not_change_the_search(tmp_path, stock, voices_dir, monk
     # only the renders and scoring of the hook can touch the search's RNG streams; skip drawing the page
     monkeypatch.setattr("voicesearch.report.build_report", lambda run_dir, search=None, final=None: run_dir / REPORT)
     torch.manual_seed(0)
-    _run(tmp_path / "with", stock, voices_dir, [report_hook], NoisyRenderer(), steps=6)
+    _run(tmp_path / "with", stock, voices_dir, [report_hook], NoisyRenderer(), steps=9)
     torch.manual_seed(0)
-    _run(tmp_path / "without", stock, voices_dir, [], NoisyRenderer(), steps=6)
+    _run(tmp_path / "without", stock, voices_dir, [], NoisyRenderer(), steps=9)
     same = [[r["batch_scores"] for r in read_history(tmp_path / d)] for d in ("with", "without")]
     assert same[0] == same[1]
     assert (tmp_path / "with" / STOCK_SCORES).is_file() and (tmp_path / "with" / TRAJECTORY).is_file()
+
+
+def test_a_broken_file_costs_one_section_not_the_page(finished_run, tmp_path, caplog):
+    run_dir = tmp_path / "broken"
+    shutil.copytree(finished_run.dir, run_dir)
+    (run_dir / "samples" / "best_heldout_0.wav").write_bytes(b"not audio")
+    with caplog.at_level(logging.WARNING, logger="voicesearch.report"):
+        page = build_report(run_dir).read_text()
+    assert "players unavailable" in page and "<audio" not in page and "_players" in caplog.text
+    assert 'alt="score over evaluations and time"' in page and 'alt="the clone among the stock voices (PCA map)"' in page

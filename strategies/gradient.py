@@ -1,0 +1,111 @@
+"""Gradient ascent with true gradients through Kokoro and a differentiable scorer.
+
+`wants_grad = True` makes the loop render and score with autograd and hand back d total / d x. The
+strategy runs B independent Adam chains at once (one batched render and backward per step), started
+from the B best stock voices (chain 0 from the best), after one ranking pass over the stock voices
+(rendered without gradients). Adam moves z = (x − x_start) / scale(), i.e. in stock-spread units.
+
+Staying near natural voices: after each step a chain is projected back into a trust region — the ball
+rms(z) ≤ `radius` around its start (a Mahalanobis radius in stock stds per coordinate; 0 turns it
+off) — and an optional `penalty` adds `penalty · mean(z²)` to the loss. In the `pca` space every point
+stays on the stock span as well.
+Speaking rate is out of reach of gradients: Kokoro rounds durations to whole frames, so no gradient
+flows to the prosody columns through timing (F0, energy and timbre do carry gradients). `speed` stays
+whatever the search was given.
+
+Options: `lr` (0.05), `radius` (1.0; 0 = none), `penalty` (0.0), `chains` (the batch size; at most the
+number of start points), `start` (top: the best stock voices; or best, mean, median, origin, a stock
+voice name or voice file — all chains then start there, chain i > 0 jittered by `jitter` (0.05) stds).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from voicesearch.errors import InputError
+from voicesearch.space import SearchSpace
+from voicesearch.stock import StockVoices
+from voicesearch.types import ScoreResult
+
+from .common import StagedStrategy, opt_number
+
+
+class GradientAscent(StagedStrategy):
+    """Adam on true gradients (differentiable renderer + scorer), B chains from the best stock voices, trust region."""
+
+    wants_grad: ClassVar[bool] = True
+    transient: ClassVar[tuple[str, ...]] = ("_stock_x", "_optimizer")
+
+    def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16,
+                 lr: Any = 0.05, radius: Any = 1.0, penalty: Any = 0.0, chains: Any = None, start: Any = "top",
+                 jitter: Any = 0.05, **options: Any):
+        super().__init__(space, stock, rng, batch_size, **options)
+        self.lr = opt_number(lr, "lr", float, 0.0)
+        self.radius = opt_number(radius, "radius", float, 0.0)
+        self.penalty = opt_number(penalty, "penalty", float, 0.0)
+        self.chains = self.batch_size if chains in (None, "") else opt_number(chains, "chains", int, 1)
+        self.jitter = opt_number(jitter, "jitter", float, 0.0)
+        self.start = str(start)
+        self.needs_ranking = self.start in ("top", "best")
+        self.wants_grad = False  # no gradients while ranking the stock voices
+        self.x_start: torch.Tensor | None = None
+        self.unit: torch.Tensor | None = None
+        self.z: torch.Tensor | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    def begin(self, points: torch.Tensor, scores: torch.Tensor) -> None:
+        if self.warm_points is not None or self.start == "top":
+            starts = points[: self.chains].clone()
+        else:
+            one = self.resolve_start(self.start)
+            noise = torch.randn(self.chains, self.space.dim, generator=self.rng) * self.jitter * self.space.scale()
+            noise[0] = 0
+            starts = one + noise
+        self.x_start = starts
+        self.unit = self.space.scale().float().clone()
+        self.z = torch.zeros_like(starts)
+        self.wants_grad = True
+
+    def _adam(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            self.z.requires_grad_(True)
+            self._optimizer = torch.optim.Adam([self.z], lr=self.lr)
+        return self._optimizer
+
+    def propose(self) -> torch.Tensor:
+        return self.x_start + self.z.detach() * self.unit
+
+    def observe(self, x: torch.Tensor, result: ScoreResult) -> None:
+        if result.grad is None:
+            raise InputError("the gradient strategy needs a differentiable renderer and scorer (result.grad was empty); "
+                             "pick a differentiable scorer or a gradient-free strategy")
+        z = self.z.detach()
+        # loss = −total + penalty·mean(z²); d/dz through x = x_start + z·unit
+        gradient = -result.grad.float().cpu() * self.unit + self.penalty * 2 * z / self.space.dim
+        optimizer = self._adam()
+        optimizer.zero_grad()
+        self.z.grad = torch.nan_to_num(gradient)
+        optimizer.step()
+        if self.radius > 0:
+            with torch.no_grad():
+                rms = self.z.pow(2).mean(dim=1, keepdim=True).sqrt()
+                self.z.mul_((self.radius / rms.clamp_min(1e-12)).clamp(max=1.0))
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.z is not None:
+            state["z"] = self.z.detach().clone()
+        if self._optimizer is not None:
+            state["optimizer_state"] = self._optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        optimizer_state = state.pop("optimizer_state", None)
+        super().load_state_dict(state)
+        self._optimizer = None
+        if self.z is not None:
+            self.z = self.z.detach().clone()
+            if optimizer_state is not None:
+                self._adam().load_state_dict(optimizer_state)
