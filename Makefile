@@ -4,7 +4,9 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 # Stock voices: a folder setting; defaults to the shared data folder beside the checkout when present.
 SHARED_VOICES := $(abspath $(wildcard ../shared/data/kokoro-voices))
+ifneq ($(SHARED_VOICES),)
 export VOICESEARCH_VOICES_DIR ?= $(SHARED_VOICES)
+endif
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: demo test install dev

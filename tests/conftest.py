@@ -9,8 +9,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "data"
-os.environ.setdefault("VOICESEARCH_VOICES_DIR", str(_SHARED / "kokoro-voices"))
-os.environ.setdefault("VOICESEARCH_TARGETS_DIR", str(_SHARED / "targets"))
+for _name, _default in (("VOICESEARCH_VOICES_DIR", _SHARED / "kokoro-voices"), ("VOICESEARCH_TARGETS_DIR", _SHARED / "targets")):
+    if not os.environ.get(_name):  # unset or empty (the Makefile exports an empty value when ../shared is absent)
+        os.environ[_name] = str(_default)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
