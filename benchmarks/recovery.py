@@ -183,7 +183,7 @@ def search_once(args: argparse.Namespace, label: str, renderer: Any, stock: Stoc
     stages = getattr(strategy, "stages", [strategy])
     if any(type(s).wants_grad for s in stages) and not scorer.differentiable:
         raise Skipped(f"{scorer_name} is not differentiable; {label} needs gradients")
-    search = Search(strategy, scorer, renderer, target, Budget(evals=evals), callbacks=callbacks)
+    search = Search(strategy, scorer, renderer, target, Budget(evals=evals, seconds=args.max_seconds), callbacks=callbacks)
     sync(renderer.device)
     start = time.perf_counter()
     progress = search.run()
@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--stock-prefix", default="", help="keep only stock voices with these name prefixes (e.g. af_,am_)")
     parser.add_argument("--targets-dir", default=os.environ.get("VOICESEARCH_TARGETS_DIR", str(REPO.parent / "shared/data/targets")))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-seconds", type=float, help="wall-time cap per search (a safety stop; rows report the evals reached)")
     parser.add_argument("--save-voices", help="folder for the found voices (.pt)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/recovery.json")
     args = parser.parse_args(argv)

