@@ -224,6 +224,9 @@ def part_loo(args: argparse.Namespace, renderer: Any, stock_all: StockVoices, la
             except Skipped as why:
                 rows.append(skipped_row(label, name, f"{args.judge}@judge_text", str(why)))
                 continue
+            except (ImportError, InputError) as why:  # e.g. an optional optimizer package not installed here
+                rows.append(skipped_row(label, name, f"{args.judge}@judge_text", f"{type(why).__name__}: {why}"))
+                continue
             final = float(judge(progress.best_pack[None])[0])
             row = {"strategy": label, "target": name, "judge": f"{args.judge}@judge_text", "start": round(float(stock_scores.max()), 4),
                    "final": round(final, 4), "evals": progress.evals, "seconds": round(seconds, 1),

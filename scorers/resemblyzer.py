@@ -24,6 +24,10 @@ are the same on the clips tested) and float rounding in the STFT: cosine to the 
 ≥ 0.9999 on the example target and Kokoro renders (tests/test_scorer_resemblyzer.py). With
 `vad="none"` the cosine to the reference drops to ~0.98-0.99 on Kokoro renders (their leading and
 trailing silence and pauses are kept), which is why "webrtc" is the default.
+
+`backend="package"` (or the name `resemblyzer:package`, e.g. `hybrid` with `speaker=resemblyzer:package`) runs the
+reference itself instead: the resemblyzer package's `VoiceEncoder` on the scorer's device and `preprocess_wav` on
+host numpy, one clip at a time, as KVoiceWalk does. Not batched, not differentiable: for baselines and checks.
 """
 from __future__ import annotations
 
@@ -176,20 +180,68 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
             return self.forward_embed(self.to_rate(batch), vad="webrtc")
 
 
+class PackageResemblyzerEmbedder(SpeakerEmbedder):
+    """The reference pipeline itself, one clip at a time: `VoiceEncoder.embed_utterance(preprocess_wav(wav, sr))`.
+
+    Each clip is copied to host numpy; `preprocess_wav` resamples it to 16 kHz with librosa (soxr_hq), normalises
+    the volume and trims silences with webrtcvad; `embed_utterance` computes the mel spectrogram with librosa on
+    the CPU and runs the LSTM on `device` (as KVoiceWalk's `FitnessScorer`, whose `VoiceEncoder()` takes the GPU
+    when there is one).
+    """
+
+    # Audio is taken at the renderer's rate (Kokoro: 24 kHz) so that the resampling is preprocess_wav's own.
+    sample_rate: ClassVar[int] = 24000
+    dim: ClassVar[int] = 256
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        super().__init__()
+        try:
+            from resemblyzer import VoiceEncoder
+        except ImportError as e:
+            raise InputError(f"the resemblyzer package cannot be imported ({e}): pip install resemblyzer webrtcvad") from None
+        self.encoder = VoiceEncoder(device=torch.device(device), verbose=False)
+
+    def embed(self, audio: AudioBatch) -> torch.Tensor:
+        return self.forward_embed(audio)  # no torch resampling: preprocess_wav resamples from the clip's own rate
+
+    def forward_embed(self, audio: AudioBatch) -> torch.Tensor:
+        from resemblyzer import preprocess_wav
+
+        out = [self.encoder.embed_utterance(preprocess_wav(audio.item(i).detach().float().cpu().numpy(),
+                                                           source_sr=audio.sample_rate))
+               for i in range(len(audio))]
+        if not out:
+            return torch.zeros(0, self.dim, device=self.device)
+        return torch.from_numpy(np.stack(out)).float().to(self.device)
+
+
+BACKENDS = ("torch", "package")
+
+
 class ResemblyzerScorer(EmbeddingScorer):
     """Cosine similarity of Resemblyzer d-vectors to the target speaker (KVoiceWalk's target similarity).
 
-    Options: `vad` ("webrtc" | "none", candidates only), plus `EmbeddingScorer`'s
+    Options: `vad` ("webrtc" | "none", candidates, torch backend only), `backend` ("torch": the batched port |
+    "package": the resemblyzer package per clip, also reachable as `resemblyzer:package`), plus `EmbeddingScorer`'s
     (`device`, `target_sampling`, `seed`, `target_window_s`).
     """
 
     name: ClassVar[str] = "resemblyzer"
 
-    def __init__(self, device: str | torch.device = "cpu", vad: str = "webrtc", **options: Any):
+    def __init__(self, device: str | torch.device = "cpu", vad: str = "webrtc", backend: str = "torch",
+                 variant: str | None = None, **options: Any):
         super().__init__(device=device, **options)
         if vad not in ("webrtc", "none"):
             raise InputError(f"resemblyzer vad must be 'webrtc' or 'none', got {vad!r}")
-        self.vad = vad
+        backend = str(variant or backend)
+        if backend not in BACKENDS:
+            raise InputError(f"resemblyzer backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "package" and vad != "webrtc":
+            raise InputError("resemblyzer vad='none' applies to the torch backend; the package always trims with webrtcvad")
+        self.vad, self.backend = vad, backend
+        self.differentiable = backend == "torch"
 
-    def build_embedder(self) -> ResemblyzerEmbedder:
+    def build_embedder(self) -> SpeakerEmbedder:
+        if self.backend == "package":
+            return PackageResemblyzerEmbedder(self.device)
         return ResemblyzerEmbedder(vad=self.vad)

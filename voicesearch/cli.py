@@ -77,7 +77,8 @@ def clone(
     steps: Optional[int] = Opt(None, help="Stop after this many steps (populations)."),
     evals: Optional[int] = Opt(None, help="Stop after this many candidate evaluations."),
     seconds: Optional[float] = Opt(None, help="Stop after this much search time."),
-    batch: int = Opt(16, "--batch", "-b", help="Population size: candidates per batched render."),
+    batch: str = Opt("16", "--batch", "-b", help="Population size: candidates per batched render, or auto "
+                     "(on CUDA the fastest size that fits, probed with real renders; 8 on CPU)."),
     device: str = Opt("auto", help="auto, cpu or cuda[:N]."),
     seed: int = Opt(0, help="Random seed (same seed + settings = same search)."),
     out_dir: Optional[Path] = Opt(None, "--out", "-o", help="Run directory (must not exist)."),
@@ -100,7 +101,11 @@ def clone(
         voicesearch clone me.wav --text "What I say in the clip." --evals 2000
         voicesearch clone me.flac --strategy cma-es --space pca --scorer hybrid --device cuda --seconds 120
         voicesearch clone me.wav --plugin examples/custom_strategy.py --strategy jitter --steps 50
+        voicesearch clone me.wav --scorer hybrid --batch auto --device cuda --evals 20000
     """
+    from .autobatch import parse_batch
+
+    population = parse_batch(batch)
     options = {"precision": precision} if renderer == "kokoro" else {}
     if weights != "auto" or renderer == "kokoro":
         options["weights"] = weights
@@ -113,38 +118,55 @@ def clone(
         renderer={"name": renderer, "options": options},
         device=device, voices=str(voices) if voices else None, exclude_voices=list(exclude or []),
         budget=_budget(steps, evals, seconds if (steps or evals or seconds) else None) if (steps or evals or seconds) else {"steps": None, "evals": 2000, "seconds": None},
-        batch_size=batch, seed=seed, checkpoint_every=checkpoint_every, plugins=list(plugin or []),
+        batch_size=population, seed=seed, checkpoint_every=checkpoint_every, plugins=list(plugin or []),
     )
     config = config_path_fields(config)
     check_names(config)
     out_path = _fresh_out_dir(out_dir, strategy, scorer)
-    _run(config, out_path)
+    parts = None
+    if population == "auto":
+        from .autobatch import resolve
+
+        config, parts, choice = resolve(config)
+        err.print(choice.line(), highlight=False)
+    _run(config, out_path, parts)
 
 
 @app.command()
 def demo(
     out_dir: Path = Opt(Path("runs/demo"), "--out", "-o", help="Run directory (replaced if it holds an earlier demo)."),
-    evals: int = Opt(160, help="Candidate evaluations to spend."),
+    evals: int = Opt(128, help="Candidate evaluations to spend."),
     device: str = Opt("auto", help="auto, cpu or cuda."),
     voices: Optional[Path] = Opt(None, help="Folder of stock voice packs."),
 ) -> None:
     """Clone the built-in demo speaker: a blend of two stock voices that the search is not allowed to use.
 
+    The search may use the American and British female stock voices (the hidden two left out). On the CPU it
+    renders one voice at a time on one thread: on a small shared CPU that is about twice the throughput of
+    batched, multi-threaded renders.
+
     Example:
 
         voicesearch demo --evals 160
     """
-    from .demo import DEMO
+    import torch
+
+    from .demo import DEMO, DEMO_STRATEGY, demo_exclude, stock_names
+    from .session import resolve_device
 
     if out_dir.exists():
         if not (out_dir / "config.json").is_file() or not json.loads((out_dir / "config.json").read_text())["target"].get("demo"):
             raise InputError(f"{out_dir} exists and is not a demo run; pick another --out")
         shutil.rmtree(out_dir)
+    voices = voices.resolve() if voices else None
+    cpu = resolve_device(device) == "cpu"
+    if cpu:
+        torch.set_num_threads(1)
     config = make_config(
-        target={"paths": [], "demo": DEMO}, strategy={"name": "cma-es", "options": {}}, scorer={"name": "resemblyzer", "options": {}},
-        space={"name": "mixture", "options": {}}, device=device, voices=str(voices.resolve()) if voices else None,
-        exclude_voices=list(DEMO["voices"]), budget={"steps": None, "evals": evals, "seconds": None}, batch_size=8,
-        checkpoint_every=5,
+        target={"paths": [], "demo": DEMO}, strategy=DEMO_STRATEGY, scorer={"name": "resemblyzer", "options": {}},
+        space={"name": "mixture", "options": {}}, renderer={"name": "kokoro", "options": {"max_batch": 1} if cpu else {}},
+        device=device, voices=str(voices) if voices else None, exclude_voices=demo_exclude(stock_names(voices)),
+        budget={"steps": None, "evals": evals, "seconds": None}, batch_size=8, checkpoint_every=5,
     )
     _run(config, out_dir)
 
