@@ -79,23 +79,26 @@ def partial_starts(n_samples: int, rate: float = 1.3, min_coverage: float = 0.75
     return starts
 
 
-def webrtc_keep_mask(wav: np.ndarray) -> np.ndarray:
-    """Boolean mask over `wav[: len - len % 480]` of the samples `trim_long_silences` keeps."""
+def webrtc_voiced_windows(pcm: np.ndarray) -> np.ndarray:
+    """`trim_long_silences`' decision per 30 ms window of int16 `pcm` (its last partial window dropped)."""
     import webrtcvad
     from scipy.ndimage import binary_dilation
 
-    wav = wav[: len(wav) - len(wav) % VAD_WINDOW]
-    pcm = np.round(wav * INT16_MAX).astype(np.int16).tobytes()
+    raw = pcm[: len(pcm) - len(pcm) % VAD_WINDOW].tobytes()
     vad = webrtcvad.Vad(3)
     step = VAD_WINDOW * 2
-    flags = np.array([vad.is_speech(pcm[i : i + step], SAMPLE_RATE) for i in range(0, len(pcm), step)], dtype=float)
+    flags = np.array([vad.is_speech(raw[i : i + step], SAMPLE_RATE) for i in range(0, len(raw), step)], dtype=float)
     width = VAD_AVERAGE_WIDTH
     padded = np.concatenate((np.zeros((width - 1) // 2), flags, np.zeros(width // 2)))
     csum = np.cumsum(padded)
     csum[width:] = csum[width:] - csum[:-width]
     voiced = np.round(csum[width - 1 :] / width).astype(bool)
-    voiced = binary_dilation(voiced, np.ones(VAD_MAX_SILENCE + 1))
-    return np.repeat(voiced, VAD_WINDOW)
+    return binary_dilation(voiced, np.ones(VAD_MAX_SILENCE + 1))
+
+
+def webrtc_keep_mask(wav: np.ndarray) -> np.ndarray:
+    """Boolean mask over `wav[: len - len % 480]` of the samples `trim_long_silences` keeps."""
+    return np.repeat(webrtc_voiced_windows(np.round(wav * INT16_MAX).astype(np.int16)), VAD_WINDOW)
 
 
 class ResemblyzerEmbedder(SpeakerEmbedder):
@@ -130,15 +133,21 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
         return wave * gain[:, None]
 
     def _trim_silences(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        host = wave.detach().cpu().numpy()
-        keep = [np.flatnonzero(webrtc_keep_mask(host[i, : int(n)])) for i, n in enumerate(lengths.tolist())]
-        new_lengths = torch.tensor([len(k) for k in keep], dtype=torch.long)
+        # Only int16 PCM goes to the host (webrtcvad is CPU code) and only one flag per 30 ms comes back; the
+        # samples are compacted on the device. int16 wraps like the reference's numpy astype.
+        pcm = (wave.detach() * INT16_MAX).round().to(torch.int32)
+        pcm = ((pcm + 2**15) % 2**16 - 2**15).to(torch.int16).cpu().numpy()
+        windows = [webrtc_voiced_windows(pcm[i, : int(n)]) for i, n in enumerate(lengths.tolist())]
+        voiced = np.zeros((len(windows), max(1, max(len(w) for w in windows))), dtype=bool)
+        for i, w in enumerate(windows):
+            voiced[i, : len(w)] = w
+        keep = torch.from_numpy(voiced).to(wave.device).repeat_interleave(VAD_WINDOW, dim=1)
+        keep = nn.functional.pad(keep, (0, max(0, wave.shape[1] - keep.shape[1])))[:, : wave.shape[1]]
+        new_lengths = keep.sum(1)
+        rows, src = keep.nonzero(as_tuple=True)
+        dst = keep.cumsum(1)[rows, src] - 1
         out = wave.new_zeros(wave.shape[0], max(1, int(new_lengths.max())))
-        rows = torch.cat([torch.full((len(k),), i, dtype=torch.long) for i, k in enumerate(keep)]).to(wave.device)
-        src = torch.from_numpy(np.concatenate(keep)).long().to(wave.device)
-        dst = torch.cat([torch.arange(len(k)) for k in keep]).to(wave.device)
-        out = out.index_put((rows, dst), wave[rows, src])
-        return out, new_lengths.to(wave.device)
+        return out.index_put((rows, dst), wave[rows, src]), new_lengths
 
     def mel_frames(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, T) 16 kHz -> (B, frames, 40) power mel, as `resemblyzer.audio.wav_to_mel_spectrogram`."""

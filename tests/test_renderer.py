@@ -105,8 +105,12 @@ def test_a_batch_past_32_bit_indexing_is_split_but_other_errors_are_not(renderer
         return real(model, text, styles, **kwargs)
 
     monkeypatch.setattr(renderer_module, "synthesize", synthesize_with_32_bit_kernels)
+    before = renderer.oom_retries
     audio = renderer.render_phonemes(packs[:2], PHRASE, speed=SPEED)
     assert worst_difference(audio.wave, audio.lengths, singles[:2]) < 1e-6
+    renderer.render_phonemes(packs[:2], PHRASE, speed=SPEED)
+    assert renderer.oom_retries == before + 1, "the 32-bit limit is a property of the shape: learned once, not retried"
+    renderer._index_safe_batch.clear()
 
     def broken(model, text, styles, **kwargs):
         raise RuntimeError("shape mismatch (a real bug must not be retried)")

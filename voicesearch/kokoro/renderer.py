@@ -120,6 +120,7 @@ class KokoroRenderer:
         # searches, its first call per shape family costs tens of seconds
         self._generate = torch.compile(generate, dynamic=True) if compile else generate
         self.stage_seconds: dict[str, float] | None = None  # per-stage wall time when profiling is on
+        self._index_safe_batch: dict[int, int] = {}  # token count -> sub-batch that passed 32-bit indexing
         self.oom_retries = 0  # sub-batches halved after CUDA out-of-memory, since construction
         self._stock: StockVoices | None = None
 
@@ -206,7 +207,7 @@ class KokoroRenderer:
         styles = packs[:, min(len(token_ids) - 1, packs.shape[1] - 1)]  # Kokoro: pack[len(tokens) - 1]
         text = self._text(token_ids)
         waves, lengths = [], []
-        start, size = 0, min(self.max_batch, styles.shape[0])
+        start, size = 0, min(self.max_batch, styles.shape[0], self._index_safe_batch.get(len(token_ids), styles.shape[0]))
         while start < styles.shape[0]:
             out_of_memory = False
             try:
@@ -225,6 +226,7 @@ class KokoroRenderer:
                 if size == 1 or "32-bit index" not in str(e):
                     raise
                 out_of_memory = True
+                self._index_safe_batch[len(token_ids)] = max(1, size // 2)  # a fixed limit: don't retry it each call
             if out_of_memory:  # outside the except block, so the failed attempt's tensors are freed
                 size = max(1, size // 2)
                 self.oom_retries += 1
