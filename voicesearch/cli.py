@@ -87,6 +87,8 @@ def clone(
     exclude: Optional[list[str]] = Opt(None, "--exclude", help="Stock voices to leave out of the search."),
     renderer: str = Opt("kokoro", help="Renderer plug-in: kokoro or kokoro-onnx."),
     precision: str = Opt("fp32", help="Renderer precision: fp32, bf16, fp16 (CUDA)."),
+    compile: bool = Opt(False, "--compile", help="torch.compile Kokoro's generator (CUDA: a minute or two of compiling, "
+                        "then faster renders; see benchmarks/results/render_throughput.json)."),
     strategy_opt: Optional[list[str]] = Opt(None, "--strategy-opt", help="key=value option for the strategy (repeatable)."),
     scorer_opt: Optional[list[str]] = Opt(None, "--scorer-opt", help="key=value option for the scorer (repeatable)."),
     space_opt: Optional[list[str]] = Opt(None, "--space-opt", help="key=value option for the space (repeatable)."),
@@ -107,6 +109,8 @@ def clone(
 
     population = parse_batch(batch)
     options = {"precision": precision} if renderer == "kokoro" else {}
+    if compile and renderer == "kokoro":
+        options["compile"] = True
     if weights != "auto" or renderer == "kokoro":
         options["weights"] = weights
     config = make_config(
