@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row = run_row(name, ROWS[name], clip, batch, args.device, args.repeats, grad)
                 rows.append(row)
                 speed = f"{row['items_per_s']:.2f}/s" if row["status"] == "ok" else row["reason"]
-                print(f"{name:24s} batch {batch:3d}{' grad' if grad else ''}: {speed}", flush=True)
+                print(f"{name:24s} batch {row['batch']:3d}{' grad' if grad else ''}: {speed}", flush=True)
     device = args.device
     if torch.device(device).type == "cuda":
         device = f"{device} ({torch.cuda.get_device_name()})"
