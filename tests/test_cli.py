@@ -138,3 +138,13 @@ def test_ctrl_c_checkpoints_and_exits_130(tmp_path, speech):
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     steps = len((out / "history.jsonl").read_text().splitlines())
     assert state["progress"]["step"] == steps >= 1
+
+
+def test_a_usage_error_is_one_message_and_exit_2_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "voicesearch", "evaluate", str(tmp_path), "--no-such-option"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "No such option" in done.stderr and "Traceback" not in done.stderr and "╭─ Traceback" not in done.stderr
