@@ -9,9 +9,13 @@ with the strategy object (anything else it might draw from numpy's global stream
 copy saved with the state), so a resumed run asks exactly what an uninterrupted one would. The state
 is the pickled `CMAEvolutionStrategy` (pycma supports pickling) stored as bytes.
 
-Options: `sigma0` (0.3), `diagonal` (auto | true | false), `start` (best: the best stock voice after
-ranking them; mean; median; origin; a stock voice name; a voice file), `popsize` (the batch size),
-`stop` (true: honour pycma's own stop conditions in `done()`).
+Options: `sigma0` (0.3; 2.0 in the mixture space), `diagonal` (auto | true | false), `start` (best: the
+best stock voice after ranking them; mean; median; origin; a stock voice name; a voice file — default best,
+mean in the mixture space), `popsize` (the batch size), `stop` (true: honour pycma's own stop conditions).
+
+The mixture space has its own defaults because a stock voice is a vertex of the simplex there: every other
+logit sits ~14 below its own (weights floored at 1e-6), and steps of 0.3 never give them weight, so the
+search would not move. From the uniform mixture, steps of ~2 logits reach any blend.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from voicesearch.types import ScoreResult
 
 from .common import (StagedStrategy, np_state_from_plain, np_state_to_plain, numpy_global_rng, numpy_state_from,
                      opt_bool, opt_number, pickled, unpickled)
+from .spaces import MixtureSpace
 
 DIAGONAL_ABOVE = 1000
 
@@ -37,9 +42,12 @@ class CMAES(StagedStrategy):
     transient: ClassVar[tuple[str, ...]] = ("_stock_x", "_es", "_asked")
 
     def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16,
-                 sigma0: Any = 0.3, diagonal: Any = "auto", start: Any = "best", popsize: Any = None,
+                 sigma0: Any = None, diagonal: Any = "auto", start: Any = None, popsize: Any = None,
                  stop: Any = True, **options: Any):
         super().__init__(space, stock, rng, batch_size, **options)
+        mixture = isinstance(space, MixtureSpace)
+        sigma0 = (2.0 if mixture else 0.3) if sigma0 in (None, "") else sigma0
+        start = ("mean" if mixture else "best") if start in (None, "") else start
         self.sigma0 = opt_number(sigma0, "sigma0", float, 1e-12)
         auto = str(diagonal).lower() == "auto"
         self.diagonal = space.dim > DIAGONAL_ABOVE if auto else opt_bool(diagonal, "diagonal")

@@ -161,6 +161,20 @@ def test_cma_es_climbs_from_the_best_stock_voice(problem, pca):
     assert make(CMAES, FullPackSpace(problem["stock"]), problem).diagonal  # auto: diagonal above 1,000 coordinates
 
 
+def test_cma_es_moves_off_a_stock_voice_in_the_mixture_space(problem):
+    # A stock voice is a vertex of the simplex: every other logit sits ~14 below it, so a step of 0.3
+    # never gives them weight. The mixture defaults (start at the uniform mix, wide steps) must climb.
+    from strategies.spaces import MixtureSpace
+
+    space = MixtureSpace(problem["stock"])
+    strategy = make(CMAES, space, problem)
+    assert (strategy.start, strategy.sigma0) == ("mean", 2.0)
+    _, progress = run(strategy, problem, 12)
+    assert progress.best_score > problem["best_stock"] + 0.02
+    pinned = make(CMAES, space, problem, start="best", sigma0="0.3")  # explicit options still win
+    assert (pinned.start, pinned.sigma0) == ("best", 0.3)
+
+
 @pytest.mark.parametrize("name", ["nevergrad:NGOpt", "nevergrad:TwoPointsDE"])
 def test_nevergrad_variants_climb(problem, pca, name):
     cls = registry.get("strategies", name)
