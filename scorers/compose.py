@@ -247,6 +247,10 @@ class ComposedScorer(Scorer):
                 embeddings = result.embeddings
         return ScoreResult(total=evaluate_formula(self.tree, totals), parts=parts, embeddings=embeddings)
 
+    def reset_reference(self) -> None:
+        for scorer in self.scorers.values():
+            scorer.reset_reference()
+
     def state_dict(self) -> dict[str, Any]:
         return {name: scorer.state_dict() for name, scorer in self.scorers.items()}
 

@@ -7,7 +7,9 @@ The seed (KVoiceWalk `FitnessScorer.hybrid_similarity` + `KVoiceWalk.score_voice
 combined as a weighted harmonic mean  Σw / Σ(w_i / v_i) × 100  with w = (0.48, 0.50, 0.02) in that order.
 Early exit: a candidate whose target similarity is not above 0.98 × the target similarity of the best
 voice so far is not rendered with the second text and scores 0 (real scores are ~30–100), as in the
-seed. The first scored batch has no best yet: threshold 0, as the seed's starting voice.
+seed. The first scored batch has no best yet: threshold 0, as the seed's starting voice; the same after
+`reset_reference()`, which the loop calls when a strategy starts a new incumbent (the random walk's start
+voice), so the walk exits early against its own best, as the seed's does, not against the best stock voice.
 The best voice's score and target similarity live in `state_dict()` so a resumed search keeps them.
 
 Texts: 0 = the target transcript, 1 = `other_text` (the seed's default sentence).
@@ -119,6 +121,9 @@ class HybridScorer(Scorer):
         parts = {"target_similarity": target_sim, "self_similarity": self_sim, "feature_similarity": feat_sim,
                  "rendered_other": go.float()}
         return ScoreResult(total=total, parts=parts, embeddings=emb)
+
+    def reset_reference(self) -> None:
+        self.best_score, self.best_target_similarity = -math.inf, None
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_target_similarity": self.best_target_similarity,

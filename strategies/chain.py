@@ -80,6 +80,9 @@ class Chain(Strategy):
     def wants_grad(self) -> bool:  # the loop asks before every render: it follows the current stage
         return bool(self.stage.wants_grad)
 
+    def restarts_reference(self) -> bool:
+        return self.stage.restarts_reference()
+
     def _stage_over(self) -> bool:
         limit = self.limits[self.index]
         return self.stage.done() or (limit > 0 and self.stage_steps >= limit)

@@ -62,6 +62,11 @@ class RandomWalk(StagedStrategy):
         noise = torch.randn(self.batch_size, self.space.dim, generator=self.rng)
         return self.best_x + noise * self.std * diversity
 
+    def restarts_reference(self) -> bool:
+        # As the seed: stock voices and the start voice are scored in full; the walk's early exit then
+        # measures against the walk's own best, not against the best stock voice
+        return not self.start_scored
+
     def observe(self, x: torch.Tensor, result: ScoreResult) -> None:
         self.start_scored = True
         i = int(result.total.argmax())

@@ -1,6 +1,8 @@
 """KVoiceWalk's hybrid scorer: the seed's formula and numbers, its early exit as staged scoring, resume."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -107,6 +109,11 @@ def test_staged_scoring_reproduces_the_seed_and_resumes(scorer_and_state, wave, 
     resumed.load_state_dict(saved)
     assert resumed.threshold() == pytest.approx(0.98 * float(sims[best]))
     assert resumed.best_score == pytest.approx(float(first.total[best]))
+
+    # A strategy starting a new incumbent (the walk's start voice) makes the loop reset the reference:
+    # everything is scored in full again, as the seed scores its starting voice.
+    resumed.reset_reference()
+    assert resumed.threshold() == 0.0 and resumed.best_score == -math.inf
 
 
 def test_numbers_match_the_seed_pipeline(scorer_and_state, wave, target):

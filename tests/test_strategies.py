@@ -68,6 +68,27 @@ class ProjectionScorer(Scorer):
         return ScoreResult(total=sim, parts={"similarity": sim}, embeddings=emb)
 
 
+class StagedProjectionScorer(ProjectionScorer):
+    """KVoiceWalk's early exit on the projection problem: a candidate whose similarity is not above 0.98 x the
+    similarity of the best so far scores 0; `reset_reference` forgets that best (as HybridScorer does)."""
+
+    def __init__(self, device="cpu"):
+        super().__init__(device)
+        self.best = None
+
+    def reset_reference(self):
+        self.best = None
+
+    def score(self, renders, state):
+        result = super().score(renders, state)
+        sim = result.total
+        passed = sim > (0.98 * self.best if self.best is not None else -2.0)
+        total = torch.where(passed, 100 * sim, torch.zeros_like(sim))
+        if passed.any():
+            self.best = max(self.best or -1.0, float(sim[passed].max()))
+        return ScoreResult(total=total, parts={"similarity": sim}, embeddings=result.embeddings)
+
+
 class Asks(Callback):
     def __init__(self):
         self.asks: list[torch.Tensor] = []
@@ -151,6 +172,24 @@ def test_fd_adam_l2_loss_falls_back_with_a_message_and_refuses_huge_spaces(probl
         run(strategy, problem, 2)
     with pytest.raises(InputError, match="--space pca"):
         make(FiniteDifferenceAdam, FullPackSpace(problem["stock"]), problem)
+
+
+def test_random_walk_measures_the_early_exit_against_its_own_start(problem, stock, monkeypatch):
+    # The seed scores its start voice in full and then exits early against the walk's own best. Measured
+    # against the best stock voice instead, a start far below it (and every mutation of it) scores 0 and
+    # the walk never moves.
+    worst = problem["stock"].names[int(problem["stock_scores"].argmin())]
+    staged = dict(problem, scorer=StagedProjectionScorer())
+    walk = make(RandomWalk, FullPackSpace(problem["stock"]), staged, start=worst)
+    run(walk, staged, RANK_STEPS + 8)
+    start = float(problem["stock_scores"].min()) * 100
+    assert walk.best_score > start + 1.0, "the walk must climb from its start"
+
+    monkeypatch.setattr(RandomWalk, "restarts_reference", lambda self: False)  # the reference stays the best stock voice
+    stuck_scorer = StagedProjectionScorer()
+    stuck = make(RandomWalk, FullPackSpace(problem["stock"]), staged, start=worst)
+    run(stuck, dict(staged, scorer=stuck_scorer), RANK_STEPS + 8)
+    assert stuck.best_score == 0.0 and stuck_scorer.best == pytest.approx(problem["best_stock"], abs=1e-6)
 
 
 def test_cma_es_climbs_from_the_best_stock_voice(problem, pca):

@@ -140,6 +140,8 @@ class Search:
                     break
                 t0 = time.perf_counter()
                 x = self.strategy.ask()
+                if self.strategy.restarts_reference():
+                    self.scorer.reset_reference()
                 packs, result = self.evaluate(x)
                 self.strategy.tell(x, _to_cpu(result))
                 self.progress.elapsed += time.perf_counter() - t0

@@ -45,6 +45,9 @@ class Scorer(ABC):
     @abstractmethod
     def score(self, renders: Renders, state: Any) -> ScoreResult: ...
 
+    def reset_reference(self) -> None:
+        """Forget running references (e.g. a staged early-exit threshold): the strategy starts a new incumbent."""
+
     def state_dict(self) -> dict[str, Any]:
         """RNG or running state that must survive a resume (e.g. per-step target sampling)."""
         return {}

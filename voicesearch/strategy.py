@@ -43,6 +43,8 @@ class Strategy(ABC):
     - `wants_grad = True` makes the loop run renderer and scorer with autograd and fill `result.grad`
       with d total / d x (B, dim).
     - `done()` may end the search early (e.g. a finite grid was exhausted).
+    - `restarts_reference()`: True when the batch just asked starts a new incumbent (KVoiceWalk's walk scores
+      its start voice afresh): the loop then has the scorer forget running references such as an early exit.
     """
 
     name: ClassVar[str] = ""
@@ -63,6 +65,9 @@ class Strategy(ABC):
     def tell(self, x: torch.Tensor, result: ScoreResult) -> None: ...
 
     def done(self) -> bool:
+        return False
+
+    def restarts_reference(self) -> bool:
         return False
 
     def state_dict(self) -> dict[str, Any]:
