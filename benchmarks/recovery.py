@@ -79,7 +79,7 @@ RUNS: dict[str, Run] = {
     "interpolate-walk": Run("chain", "full", {"stages": "interpolate>random-walk"},
                             note="KVoiceWalk --interpolate_start: pair grid of the top 10, then the walk"),
     "cma-es": Run("cma-es", "pca", {"sigma0": 0.3}),
-    "nevergrad": Run("nevergrad:NGOpt", "pca", note="budget = the evaluation budget"),
+    "nevergrad": Run("nevergrad:NGOpt", "pca", {"sigma": 0.3}, note="budget = the evaluation budget; sigma as cma-es"),
     "fd-adam": Run("fd-adam", "pca", {"lr": 0.05}, {"center": "median"}, note="54 evaluations per step"),
     "gradient": Run("gradient", "pca", {"lr": 0.05, "radius": 1.5, "chains": 8}, note="true gradients, 8 chains"),
     "chain": Run("chain", "pca", {"stages": "interpolate>cma-es>gradient", "steps": ",60",
@@ -206,8 +206,7 @@ def stock_start(renderer: Any, stock: StockVoices, target: TargetSpeech, scorer_
     return stock.names[int(values.argmax())], float(values.max())
 
 
-def part_loo(args: argparse.Namespace, renderer: Any, stock_all: StockVoices, labels: list[str]) -> list[dict[str, Any]]:
-    rows = []
+def part_loo(args: argparse.Namespace, renderer: Any, stock_all: StockVoices, labels: list[str], rows: "Rows") -> None:
     for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
         hidden = stock_all[name]
         with torch.no_grad():
@@ -222,10 +221,10 @@ def part_loo(args: argparse.Namespace, renderer: Any, stock_all: StockVoices, la
             try:
                 progress, seconds, run = search_once(args, label, renderer, stock, target, args.scorer, args.evals, [])
             except Skipped as why:
-                rows.append(skipped_row(label, name, f"{args.judge}@judge_text", str(why)))
+                rows.add(skipped_row(label, name, f"{args.judge}@judge_text", str(why)))
                 continue
             except (ImportError, InputError) as why:  # e.g. an optional optimizer package not installed here
-                rows.append(skipped_row(label, name, f"{args.judge}@judge_text", f"{type(why).__name__}: {why}"))
+                rows.add(skipped_row(label, name, f"{args.judge}@judge_text", f"{type(why).__name__}: {why}"))
                 continue
             final = float(judge(progress.best_pack[None])[0])
             row = {"strategy": label, "target": name, "judge": f"{args.judge}@judge_text", "start": round(float(stock_scores.max()), 4),
@@ -233,19 +232,16 @@ def part_loo(args: argparse.Namespace, renderer: Any, stock_all: StockVoices, la
                    "start_voice": stock.names[int(stock_scores.argmax())], "ceiling": round(ceiling, 4),
                    "search_scorer": args.scorer, "search_start": round(best_search, 4), "search_start_voice": best_name,
                    "search_final": round(progress.best_score, 4), "setting": describe(run)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            rows.add(row)
             save_found(args, f"loo_{name}_{label}", progress.best_pack)
-    return rows
 
 
-def part_example(args: argparse.Namespace, renderer: Any, stock: StockVoices, labels: list[str]) -> list[dict[str, Any]]:
+def part_example(args: argparse.Namespace, renderer: Any, stock: StockVoices, labels: list[str], rows: "Rows") -> None:
     path = Path(args.targets_dir) / EXAMPLE
     target = load_target([path], sample_rate=renderer.sample_rate)
     judge = Judge("ecapa", target, renderer, args.device, args.judge_text)
     heldout_start = float(judge(stock.packs).max())
     best_name, best_sim = stock_start(renderer, stock, target, "hybrid", args.device, part="target_similarity")
-    rows = []
     judged_by = "resemblyzer target_similarity (searched)"
     for label in labels:
         # Gradient runs need a differentiable objective; the hybrid is not, so they optimize its
@@ -266,18 +262,13 @@ def part_example(args: argparse.Namespace, renderer: Any, stock: StockVoices, la
         heldout = {"strategy": label, "target": EXAMPLE, "judge": "ecapa@judge_text", "start": round(heldout_start, 4),
                    "final": round(float(judge(progress.best_pack[None])[0]), 4), "evals": progress.evals,
                    "seconds": round(seconds, 1), "search_scorer": scorer, "setting": describe(run)}
-        rows += [row, heldout]
-        print(json.dumps(row), flush=True)
-        print(json.dumps(heldout), flush=True)
+        rows.add(row, heldout)
         save_found(args, f"example_{label}", progress.best_pack)
-    return rows
 
 
 def skipped_row(label: str, target: str, judge: str, why: str) -> dict[str, Any]:
-    row = {"strategy": label, "target": target, "judge": judge, "start": None, "final": None, "evals": 0,
-           "seconds": 0.0, "skipped": why}
-    print(json.dumps(row), flush=True)
-    return row
+    return {"strategy": label, "target": target, "judge": judge, "start": None, "final": None, "evals": 0,
+            "seconds": 0.0, "skipped": why}
 
 
 def describe(run: Run) -> str:
@@ -305,11 +296,26 @@ def write_report(path: Path, rows: list[dict[str, Any]], device: str, command: s
     report["device"] = device
     report["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report["command"] = command
-    report.setdefault("commands", []).append(command)
+    commands = report.setdefault("commands", [])
+    if not commands or commands[-1] != command:
+        commands.append(command)
     report["python"] = platform.python_version()
     report["torch"] = torch.__version__
     atomic_write_bytes(path, (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+class Rows:
+    """Rows written to the report as they come, so a run cut short keeps what it measured."""
+
+    def __init__(self, path: Path, device: str, command: str):
+        self.path, self.device, self.command = path, device, command
+        self.report: dict[str, Any] = {}
+
+    def add(self, *rows: dict[str, Any]) -> None:
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        self.report = write_report(self.path, list(rows), self.device, self.command)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -367,13 +373,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = str(renderer.device)
     if renderer.device.type == "cuda":
         device = f"{device} ({torch.cuda.get_device_name(renderer.device)})"
-    rows: list[dict[str, Any]] = []
+    rows = Rows(args.out, device, command)
     if "loo" in parts:
-        rows += part_loo(args, renderer, stock, labels)
+        part_loo(args, renderer, stock, labels, rows)
     if "example" in parts:
         example_stock = stock.subset(lambda n: n.startswith(prefixes)) if prefixes else stock
-        rows += part_example(args, renderer, example_stock, labels)
-    return write_report(args.out, rows, device, command)
+        part_example(args, renderer, example_stock, labels, rows)
+    return rows.report
 
 
 if __name__ == "__main__":
