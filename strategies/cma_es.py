@@ -39,6 +39,7 @@ DIAGONAL_ABOVE = 1000
 class CMAES(StagedStrategy):
     """CMA-ES (pycma) from the best stock voice, sigma0 in units of the stock spread; CMA_diagonal for large spaces."""
 
+    default_space: ClassVar[str] = "pca"
     transient: ClassVar[tuple[str, ...]] = ("_stock_x", "_es", "_asked")
 
     def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16,

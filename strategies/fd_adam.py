@@ -38,6 +38,7 @@ from .common import StagedStrategy, opt_choice, opt_number
 class FiniteDifferenceAdam(StagedStrategy):
     """The fd-adam seed: Adam/AdamW on forward finite differences (ε = 0.01), all d + 1 renders of a step in one batch."""
 
+    default_space: ClassVar[str] = "pca"
     transient: ClassVar[tuple[str, ...]] = ("_stock_x", "_optimizer", "_warned")
 
     def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16,

@@ -13,8 +13,8 @@ Speaking rate is out of reach of gradients: Kokoro rounds durations to whole fra
 flows to the prosody columns through timing (F0, energy and timbre do carry gradients). `speed` stays
 whatever the search was given.
 
-Options: `lr` (0.05), `radius` (1.0; 0 = none), `penalty` (0.0), `chains` (the batch size; at most the
-number of start points), `start` (top: the best stock voices; or best, mean, median, origin, a stock
+Options: `lr` (0.05), `radius` (1.5, as measured in benchmarks/recovery.py; 0 = none), `penalty` (0.0),
+`chains` (the batch size; at most the number of start points), `start` (top: the best stock voices; or best, mean, median, origin, a stock
 voice name or voice file — all chains then start there, chain i > 0 jittered by `jitter` (0.05) stds).
 """
 from __future__ import annotations
@@ -34,11 +34,12 @@ from .common import StagedStrategy, opt_number
 class GradientAscent(StagedStrategy):
     """Adam on true gradients (differentiable renderer + scorer), B chains from the best stock voices, trust region."""
 
+    default_space: ClassVar[str] = "pca"
     wants_grad: ClassVar[bool] = True
     transient: ClassVar[tuple[str, ...]] = ("_stock_x", "_optimizer")
 
     def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16,
-                 lr: Any = 0.05, radius: Any = 1.0, penalty: Any = 0.0, chains: Any = None, start: Any = "top",
+                 lr: Any = 0.05, radius: Any = 1.5, penalty: Any = 0.0, chains: Any = None, start: Any = "top",
                  jitter: Any = 0.05, **options: Any):
         super().__init__(space, stock, rng, batch_size, **options)
         self.lr = opt_number(lr, "lr", float, 0.0)

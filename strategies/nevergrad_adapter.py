@@ -36,6 +36,7 @@ def _nevergrad():
 class NevergradStrategy(StagedStrategy):
     """Adapter for any Nevergrad optimizer (`nevergrad:NGOpt`, `nevergrad:TwoPointsDE`, …): B asks per step."""
 
+    default_space: ClassVar[str] = "pca"
     transient: ClassVar[tuple[str, ...]] = ("_stock_x", "_optimizer", "_asked")
 
     def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16,

@@ -62,7 +62,9 @@ def _run(config: dict[str, Any], out_dir: Path, parts=None, resume: bool = False
     out.print(f"report: {out_dir / 'report.html'}")
 
 
-STRATEGY_HELP = "Search strategy by name (`voicesearch strategies`), e.g. random-walk, cma-es, nevergrad:NGOpt, chain:interpolate>cma-es."
+STRATEGY_HELP = ("Search strategy by name (`voicesearch strategies`), e.g. gradient, cma-es, random-walk, nevergrad:NGOpt, "
+                 "chain:interpolate>cma-es. auto: gradient on CUDA with a differentiable scorer, else cma-es "
+                 "(the best measured in benchmarks/recovery.py; docs/strategies.md).")
 SCORER_HELP = "Scorer by name (`voicesearch scorers`), e.g. resemblyzer, hybrid, 'compose:0.7*resemblyzer+0.3*ecapa'."
 
 
@@ -71,9 +73,10 @@ def clone(
     target: list[Path] = typer.Argument(..., help="Target speech file(s): wav, flac, ogg, mp3; any rate/channels."),
     text: Optional[list[str]] = Opt(None, "--text", "-t", help="Transcript of each target clip (in order)."),
     text_file: Optional[list[Path]] = Opt(None, "--text-file", help="Transcript file(s); default: CLIP.txt beside each clip."),
-    strategy: str = Opt("random-walk", "--strategy", "-s", help=STRATEGY_HELP),
+    strategy: str = Opt("auto", "--strategy", "-s", help=STRATEGY_HELP),
     scorer: str = Opt("resemblyzer", "--scorer", "-c", help=SCORER_HELP),
-    space: str = Opt("full", "--space", help="Search space: full, offset, pca, mixture."),
+    space: str = Opt("auto", "--space", help="Search space: full, offset, pca, mixture; auto: the strategy's own "
+                     "(pca for cma-es, nevergrad, gradient, fd-adam; full for the KVoiceWalk walk)."),
     steps: Optional[int] = Opt(None, help="Stop after this many steps (populations)."),
     evals: Optional[int] = Opt(None, help="Stop after this many candidate evaluations."),
     seconds: Optional[float] = Opt(None, help="Stop after this much search time."),

@@ -23,9 +23,9 @@ HELD_OUT_TEXT = "The quick brown fox jumps over the lazy dog, and then it takes 
 DEFAULTS: dict[str, Any] = {
     "version": 1,
     "target": {"paths": [], "texts": [], "max_seconds": 600.0},
-    "strategy": {"name": "random-walk", "options": {}},
+    "strategy": {"name": "auto", "options": {}},
     "scorer": {"name": "resemblyzer", "options": {}},
-    "space": {"name": "full", "options": {}},
+    "space": {"name": "auto", "options": {}},
     "renderer": {"name": "kokoro", "options": {}},
     "device": "auto",
     "voices": None,
@@ -119,15 +119,32 @@ def check_names(config: dict[str, Any]) -> None:
     for plugin in config.get("plugins", []):
         registry.load_plugin(plugin)
     for kind, key in (("strategies", "strategy"), ("scorers", "scorer"), ("spaces", "space"), ("renderers", "renderer")):
-        registry.get(kind, config[key]["name"])
+        if not (key in ("strategy", "space") and config[key]["name"] == AUTO):
+            registry.get(kind, config[key]["name"])
+
+
+AUTO = "auto"
+
+
+def resolve_auto(config: dict[str, Any], scorer: Any, renderer: Renderer) -> None:
+    """Make an `auto` strategy and space concrete, in `config` itself: config.json then names what ran.
+
+    The choice follows the recovery benchmark (docs/strategies.md): true gradients when the renderer runs on
+    a GPU and the scorer is differentiable, else CMA-ES; the space is the strategy's `default_space`.
+    """
+    if config["strategy"]["name"] == AUTO:
+        on_gpu = torch.device(getattr(renderer, "device", "cpu")).type == "cuda"
+        gradients = on_gpu and getattr(scorer, "differentiable", False)
+        config["strategy"]["name"] = "gradient" if gradients else "cma-es"
+    if config["space"]["name"] == AUTO:
+        cls = registry.get("strategies", config["strategy"]["name"])
+        config["space"]["name"] = getattr(getattr(cls, "func", cls), "default_space", "full")
 
 
 def build(config: dict[str, Any], renderer: Renderer | None = None, target: TargetSpeech | None = None) -> Parts:
     """Everything a search needs, validated, before anything is written to disk."""
     check_names(config)
-    strategy_cls = registry.get("strategies", config["strategy"]["name"])
     scorer_cls = registry.get("scorers", config["scorer"]["name"])
-    space_cls = registry.get("spaces", config["space"]["name"])
     device = resolve_device(config["device"])
     seed = int(config["seed"])
     torch.manual_seed(seed)
@@ -146,10 +163,12 @@ def build(config: dict[str, Any], renderer: Renderer | None = None, target: Targ
         config["exclude_voices"] = exclude
     target = target or build_target(config, renderer, stock_all)
     stock = load_stock(config, renderer)
-    space = _construct(space_cls, "space", config["space"], stock)
-    strategy = _construct(strategy_cls, "strategy", config["strategy"], space=space, stock=stock,
-                          rng=torch.Generator().manual_seed(seed), batch_size=int(config["batch_size"]))
     scorer = _construct(scorer_cls, "scorer", config["scorer"], device=device)
+    resolve_auto(config, scorer, renderer)
+    space = _construct(registry.get("spaces", config["space"]["name"]), "space", config["space"], stock)
+    strategy = _construct(registry.get("strategies", config["strategy"]["name"]), "strategy", config["strategy"],
+                          space=space, stock=stock, rng=torch.Generator().manual_seed(seed),
+                          batch_size=int(config["batch_size"]))
     budget = Budget(**config["budget"])
     if budget.steps is None and budget.evals is None and budget.seconds is None:
         raise InputError("no budget: give --steps, --evals or --seconds")

@@ -45,10 +45,12 @@ class Strategy(ABC):
     - `done()` may end the search early (e.g. a finite grid was exhausted).
     - `restarts_reference()`: True when the batch just asked starts a new incumbent (KVoiceWalk's walk scores
       its start voice afresh): the loop then has the scorer forget running references such as an early exit.
+    - `default_space` is the search space used when the user leaves `--space` at auto.
     """
 
     name: ClassVar[str] = ""
     wants_grad: ClassVar[bool] = False
+    default_space: ClassVar[str] = "full"
 
     def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16, **options: Any):
         self.space = space
