@@ -79,6 +79,8 @@ RUNS: dict[str, Run] = {
     "interpolate-walk": Run("chain", "full", {"stages": "interpolate>random-walk"},
                             note="KVoiceWalk --interpolate_start: pair grid of the top 10, then the walk"),
     "cma-es": Run("cma-es", "pca", {"sigma0": 0.3}),
+    "cma-es-mixture": Run("cma-es", "mixture", note="softmax weights over the stock voices; cma-es's mixture defaults "
+                          "(uniform start, sigma0 2)"),
     "nevergrad": Run("nevergrad:NGOpt", "pca", {"sigma": 0.3}, note="budget = the evaluation budget; sigma as cma-es"),
     "fd-adam": Run("fd-adam", "pca", {"lr": 0.05}, {"center": "median"}, note="54 evaluations per step"),
     "gradient": Run("gradient", "pca", {"lr": 0.05, "radius": 1.5, "chains": 8}, note="true gradients, 8 chains"),

@@ -36,9 +36,17 @@ def test_auto_picks_by_device_and_scorer(device, differentiable, expected):
     ("fd-adam", "auto", "pca"),              # the seed's PCA coordinates
     ("nevergrad:NGOpt", "auto", "pca"),      # a variant name resolves through its base class
     ("cma-es", "mixture", "mixture"),        # an explicit space is kept
+    ("chain:interpolate>random-walk", "auto", "full"),     # KVoiceWalk's --interpolate_start
+    ("chain:interpolate>cma-es>gradient", "auto", "pca"),  # any stage that prefers pca
 ])
 def test_space_auto_is_the_strategys_own(strategy, space, expected):
     assert choose(strategy=strategy, space=space, device="cuda") == (strategy, expected)
+
+
+def test_chain_stages_given_as_an_option_decide_too():
+    config = make_config(strategy={"name": "chain", "options": {"stages": "interpolate>nevergrad:NGOpt"}})
+    resolve_auto(config, SimpleNamespace(differentiable=True), SimpleNamespace(device=torch.device("cuda")))
+    assert config["space"]["name"] == "pca"
 
 
 def test_clone_records_the_resolved_choice_and_resumes_it(tmp_path):

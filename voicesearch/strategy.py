@@ -66,6 +66,11 @@ class Strategy(ABC):
     @abstractmethod
     def tell(self, x: torch.Tensor, result: ScoreResult) -> None: ...
 
+    @classmethod
+    def space_for(cls, options: dict[str, Any]) -> str:
+        """The space `--space auto` picks for this strategy with these options: `default_space` unless overridden."""
+        return cls.default_space
+
     def done(self) -> bool:
         return False
 
