@@ -130,7 +130,7 @@ def resolve_auto(config: dict[str, Any], scorer: Any, renderer: Renderer) -> Non
     """Make an `auto` strategy and space concrete, in `config` itself: config.json then names what ran.
 
     The choice follows the recovery benchmark (docs/strategies.md): true gradients when the renderer runs on
-    a GPU and the scorer is differentiable, else CMA-ES; the space is the strategy's `default_space`.
+    a GPU and the scorer is differentiable, else CMA-ES; the space is the one the strategy asks for.
     """
     if config["strategy"]["name"] == AUTO:
         on_gpu = torch.device(getattr(renderer, "device", "cpu")).type == "cuda"
