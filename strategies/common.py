@@ -7,7 +7,8 @@ hands its best points to the next stage through `warm_start(points, scores)`, wh
 from __future__ import annotations
 
 import contextlib
-import pickle
+import hashlib
+import warnings
 from typing import Any, ClassVar, Iterator
 
 import numpy as np
@@ -71,13 +72,29 @@ def column_median(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- state helpers
 
 
-def pickled(obj: Any) -> torch.Tensor:
-    """An object as a uint8 tensor: checkpoints load with weights_only=True, which refuses pickles."""
-    return torch.frombuffer(bytearray(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)), dtype=torch.uint8)
+# A third-party optimizer's object (pycma's CMAEvolutionStrategy, a Nevergrad optimizer) is never saved: pickles
+# run code when loaded, and run directories get shared. Its state is kept as plain data instead: the seeds it was
+# built from and every fitness it was told. A resume builds it afresh and replays the asks and tells; a digest of
+# the last ask checks that the replay arrived where the saved run was.
 
 
-def unpickled(blob: torch.Tensor) -> Any:
-    return pickle.loads(blob.numpy().tobytes())
+def ask_digest(values: Any) -> str:
+    """A short fingerprint of one population of asked points (exact float64 bytes)."""
+    data = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
+    return hashlib.sha256(data.tobytes()).hexdigest()[:32]
+
+
+def refuse_pickled_state(state: dict[str, Any], *keys: str) -> None:
+    """Checkpoints written before optimizer state became plain data held a pickle: refuse, never unpickle it."""
+    if any(k in state for k in keys):
+        raise InputError("this checkpoint stores the optimizer as a Python pickle (written by an older voicesearch), "
+                         "which could run code when loaded and is refused; start a new run (clone) with the same settings")
+
+
+def replay_mismatch(what: str) -> None:
+    warnings.warn(f"{what}: replaying the saved optimizer state did not land exactly where the checkpoint was "
+                  "(another numpy/pycma/nevergrad version or CPU?); the search goes on, but not bit-identical to the "
+                  "uninterrupted run", RuntimeWarning, stacklevel=2)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .errors import InputError
 from .space import SearchSpace
 from .stock import StockVoices
 from .types import ScoreResult
@@ -83,7 +84,27 @@ class Strategy(ABC):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Set the saved attributes back; an entry that would replace a method or a part, or change a kind of
+        value (a tensor for a number, ...), means the checkpoint is not this strategy's: InputError."""
         state = dict(state)
-        self.rng.set_state(state.pop("rng"))
+        rng = state.pop("rng", None)
+        if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
+            raise InputError("the checkpoint's strategy state has no random-generator state")
+        for k, v in state.items():
+            if not isinstance(k, str) or k in _NOT_STATE or k.startswith("__") or not _is_plain(v):
+                raise InputError(f"the checkpoint's strategy state has an entry {k!r} that is not plain state")
+            current = vars(self)[k] if k in vars(self) else getattr(type(self), k, None)
+            if callable(current) or isinstance(current, property) or not _same_kind(current, v):
+                raise InputError(f"the checkpoint's strategy state gives {k!r} a {type(v).__name__} where "
+                                 f"{type(self).__name__} keeps a {type(current).__name__}; the checkpoint is not this run's")
+        self.rng.set_state(rng)
         for k, v in state.items():
             setattr(self, k, v)
+
+
+def _same_kind(current: Any, new: Any) -> bool:
+    """None fits anything (state set later); numbers fit numbers; otherwise the same kind of container/tensor."""
+    if current is None or new is None:
+        return True
+    kinds = (torch.Tensor, str, bytes, (list, tuple), dict, (bool, int, float))
+    return any(isinstance(current, k) and isinstance(new, k) for k in kinds)

@@ -61,12 +61,52 @@ def _check_file(path: Path) -> None:
         raise InputError(f"voice file {path} is {size / 2**20:.0f} MiB, larger than any voice pack; check the path")
 
 
+def check_zip_sizes(path: Path, what: str, max_bytes: int | None = None) -> None:
+    """Refuse an archive whose members would expand past `max_bytes`, or far past its own size: a torch file is
+    stored uncompressed, so a .pt that declares much more than it holds is a decompression bomb. Reads only the
+    zip directory (and, for .npy members, their headers), never the data."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            declared = sum(m.file_size for m in members)
+            if max_bytes is not None and declared > max_bytes:
+                raise InputError(f"{what} {path} would expand to {declared / 2**20:.0f} MiB, larger than any voice; refused")
+            if path.suffix.lower() in (".pt", ".pth") and declared > 2 * path.stat().st_size + 2**20:
+                raise InputError(f"{what} {path} declares {declared / 2**20:.0f} MiB of compressed content; torch files are "
+                                 "not compressed, so it was not written by torch.save and is refused")
+            for m in members:
+                if m.filename.endswith(".npy"):
+                    _check_npy_member(archive, m, path, what)
+    except zipfile.BadZipFile:
+        raise InputError(f"{what} {path} is not a readable archive (a corrupt or truncated zip)") from None
+
+
+def _check_npy_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, path: Path, what: str) -> None:
+    """The shape an .npy header declares must fit in the bytes the member holds (numpy allocates it first)."""
+    with archive.open(member) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+        except Exception as e:
+            raise InputError(f"{what} {path}: member {member.filename} is not a numpy array ({str(e)[:80]})") from None
+    if dtype.hasobject:
+        raise InputError(f"{what} {path}: {member.filename} holds Python objects (pickles), which are refused")
+    needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if needed > member.file_size:
+        raise InputError(f"{what} {path}: {member.filename} declares shape {tuple(shape)} but holds only "
+                         f"{member.file_size} bytes; the file is corrupt")
+
+
 def load_voices(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read every voice in a file: {name: (510, 1, 256)}. A `.pt` file holds one voice named by its stem."""
     path = Path(path)
     _check_file(path)
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
+        if not zipfile.is_zipfile(path):
+            raise InputError(f"voice file {path} is not a torch tensor file (not the zip format torch.save writes)")
+        check_zip_sizes(path, "voice file", MAX_VOICE_FILE_BYTES)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # weights_only refuses pickled code; torch says why in many lines
@@ -78,6 +118,9 @@ def load_voices(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise InputError(f"voice file {path} holds a {type(obj).__name__}, not a tensor")
         return {path.stem: as_pack(obj, str(path))}
     if suffix in (".npz", ".bin"):
+        if not zipfile.is_zipfile(path):
+            raise InputError(f"voice file {path} is not a numpy archive (.npz / voices.bin are zip files)")
+        check_zip_sizes(path, "voice file", MAX_VOICE_FILE_BYTES)
         try:
             with np.load(path, allow_pickle=False) as archive:
                 voices = {name: as_pack(archive[name], f"{path}:{name}") for name in archive.files}
