@@ -88,3 +88,16 @@ def fake_target(pack_seed: int = 7) -> TargetSpeech:
     pack = torch.randn(1, 510, 256, generator=g) * 0.3
     audio = FakeRenderer().render(pack, "hello world")
     return TargetSpeech([audio.item(0)], ["hello world"], RATE)
+
+
+@register("transcribers", "fake-asr")
+class FakeTranscriber:
+    """Says how long the 16 kHz clip it heard is; `fake-asr:mute` hears nothing (tests only)."""
+
+    description = "fake transcriber"
+
+    def __init__(self, device: str = "cpu", variant: str | None = None):
+        self.mute = variant == "mute"
+
+    def __call__(self, wave) -> str:
+        return "" if self.mute else f"a clip of {len(wave) / 16000:.1f} seconds"

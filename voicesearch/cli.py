@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -24,42 +25,90 @@ err = Console(stderr=True)
 Opt = typer.Option
 
 
-def _budget(steps, evals, seconds) -> dict[str, Any]:
+def _budget(steps: Optional[int], evals: Optional[int], seconds: Optional[float]) -> Optional[dict[str, Any]]:
+    """The budget the flags give (None when none is given); zero, negative or non-finite values are refused."""
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps {steps}: give a positive number of steps")
+    if evals is not None and evals < 1:
+        raise InputError(f"--evals {evals}: give a positive number of evaluations")
+    if seconds is not None and not (0 < seconds < float("inf")):
+        raise InputError(f"--seconds {seconds}: give a positive number of seconds")
+    if steps is None and evals is None and seconds is None:
+        return None
     return {"steps": steps, "evals": evals, "seconds": seconds}
 
 
 def _fresh_out_dir(path: Optional[Path], strategy: str, scorer: str) -> Path:
     if path is None:
         path = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy.replace(':', '_')}-{scorer.split(':')[0]}"
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(p.name != ".lock" for p in path.iterdir())):
         raise InputError(f"output {path} already exists and is not empty; resume it with `voicesearch resume {path}` or pick another --out")
     return path
 
 
-def _run(config: dict[str, Any], out_dir: Path, parts=None, resume: bool = False) -> None:
+def _new_file(path: Path, force: bool, flag: str = "--out") -> None:
+    """An output file: not a directory, in a folder that exists, not already there unless --force."""
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'voice.pt'}")
+    if path.exists() and not force:
+        raise InputError(f"{flag} {path} already exists; pass --force to replace it, or pick another name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{flag} {path}: the folder {folder} is not writable")
+
+
+def _run(config: dict[str, Any], claim: Any, parts=None, resume: bool = False) -> None:
+    """Run (or resume) the search of `config` in the claimed (locked) run directory."""
+    from .errors import SearchStopped
     from .progress import ProgressBar
     from .report import report_hook
     from .run import RunRecorder, load_checkpoint, write_json, CHECKPOINT, CONFIG
 
+    out_dir = claim.path
     parts = parts or build(config)
     search = parts.search
-    if resume:
+    if resume and (out_dir / CHECKPOINT).is_file():
         load_checkpoint(search, out_dir / CHECKPOINT)
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / CONFIG, config)
+        if search.budget.spent(search.progress):
+            p = search.progress
+            raise InputError(f"{out_dir} has spent its budget (step {p.step}, {p.evals} evaluations); "
+                             "give a larger --steps, --evals or --seconds to go on")
+    write_json(out_dir / CONFIG, config)  # a resume that fails before this leaves config.json as it was
+    if not resume:
+        from .transcribe import write_transcript
+
+        write_transcript(out_dir, config)
     err.print(f"[dim]renderer: {getattr(parts.renderer, 'weights_source', type(parts.renderer).__name__)}; "
               f"{len(parts.stock)} stock voices; run dir {out_dir}[/dim]")
-    search.callbacks += [RunRecorder(out_dir, config["checkpoint_every"], config.get("sample_texts"), [report_hook]),
-                         ProgressBar(err)]
+    claim.recorder = RunRecorder(out_dir, config["checkpoint_every"], config.get("sample_texts"), [report_hook])
+    search.callbacks += [claim.recorder, ProgressBar(err)]
     try:
         progress = search.run()
     except KeyboardInterrupt:
-        err.print(f"interrupted at step {search.progress.step}; checkpoint saved. Continue with: voicesearch resume {out_dir}")
+        err.print(_stopped_line("interrupted", search, claim), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(130)
+    except SearchStopped as e:
+        err.print(_stopped_line(f"error: {e}", search, claim), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(3)
     out.print(f"best score {progress.best_score:.4f} after {progress.evals} evaluations "
               f"({progress.elapsed:.1f} s) → {out_dir / 'voice_best.pt'}")
     out.print(f"report: {out_dir / 'report.html'}")
+
+
+def _stopped_line(what: str, search: Any, claim: Any) -> str:
+    """One true line about what a stopped search left: which step the checkpoint holds, and how to go on."""
+    saved = claim.recorder.saved_step if claim.recorder else None
+    if search.stop_reason == "interrupt-mid-step" or search.mid_step:
+        what += f" during step {search.progress.step + 1}, which was dropped"
+    else:
+        what += f" after step {search.progress.step}"
+    if saved is None and claim.fresh:
+        return f"{what}; nothing was saved before the first step, so {claim.path} was removed"
+    if saved is None:
+        return f"{what}; the checkpoint on disk is unchanged. Continue with: voicesearch resume {claim.path}"
+    return f"{what}; checkpoint of step {saved} saved. Continue with: voicesearch resume {claim.path}"
 
 
 STRATEGY_HELP = ("Search strategy by name (`voicesearch strategies`), e.g. gradient, cma-es, random-walk, nevergrad:NGOpt, "
@@ -98,6 +147,8 @@ def clone(
     plugin: Optional[list[str]] = Opt(None, "--plugin", help="Python file or module that registers plug-ins (repeatable)."),
     checkpoint_every: int = Opt(10, help="Checkpoint every N steps."),
     max_audio_seconds: float = Opt(600.0, help="Refuse target clips longer than this."),
+    transcriber: str = Opt("whisper", "--transcriber", help="Speech recognizer for a clip without --text, --text-file or "
+                           "CLIP.txt (needs voicesearch[asr]): whisper (tiny.en from PyPI offline), whisper:MODEL_OR_DIR, or a plug-in."),
 ) -> None:
     """Search for a Kokoro voice that sounds like TARGET.
 
@@ -130,6 +181,11 @@ def clone(
     config = config_path_fields(config)
     check_names(config)
     out_path = _fresh_out_dir(out_dir, strategy, scorer)
+    from .session import resolve_device
+    from .transcribe import fill_transcript
+
+    if (heard := fill_transcript(config, transcriber, resolve_device(device))) is not None:
+        out.print(f"transcript ({config['target']['transcribed']['by']}): {heard}", highlight=False, markup=False)
     parts = None
     if population == "auto":
         from .autobatch import resolve
@@ -395,7 +451,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except InputError as e:
-        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 from .errors import InputError
 
-KINDS = ("strategies", "scorers", "renderers", "spaces")
-SINGULAR = {"strategies": "strategy", "scorers": "scorer", "renderers": "renderer", "spaces": "space"}
+KINDS = ("strategies", "scorers", "renderers", "spaces", "transcribers")
+SINGULAR = {"strategies": "strategy", "scorers": "scorer", "renderers": "renderer", "spaces": "space", "transcribers": "transcriber"}
 _local: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
 
 
