@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[offline,dev]"
+	# kokoro-onnx, for the test that loads our voices.bin with it: its `phonemizer` requirement would overwrite the
+	# phonemizer-fork that misaki uses (same module), and the fork serves kokoro-onnx as well
+	$(PIP) install -q --no-deps kokoro-onnx==0.6.1
 	touch $@
 
 install: $(VENV)/.installed
