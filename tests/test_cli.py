@@ -51,6 +51,13 @@ def test_help_has_examples():
     assert res.returncode == 0 and "Examples" in res.stdout
 
 
+def test_help_shows_no_value_type_for_flags():
+    top, clone = cli("--help"), cli("clone", "--help")
+    assert top.returncode == clone.returncode == 0
+    assert "--help" in top.stdout and "<bool>" not in top.stdout + clone.stdout  # flags take no value
+    assert "<int>" in clone.stdout  # options that take one still say which
+
+
 def _write(path, data):
     path.write_bytes(data)
     return path
@@ -98,7 +105,9 @@ def test_clone_writes_run_dir_then_resume_info_export(tmp_path, speech):
     assert [r["step"] for r in rows] == list(range(1, 7)) and rows[-1]["evals"] == 24
     for f in ("voice_best.pt", "voice_best.npz", "voice_final.pt", "checkpoint.pt", "samples/best_target_text.wav"):
         assert (out / f).is_file(), f
-    res = cli("resume", out, "--steps", "9")
+    res = cli("resume", out, "--steps", "9")  # config.json names a plug-in file: not loaded unless named again
+    assert res.returncode == 2 and "--plugin" in res.stderr, res.stderr
+    res = cli("resume", out, "--steps", "9", "--plugin", FAKES)
     assert res.returncode == 0, res.stderr
     rows = [json.loads(l) for l in (out / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 10))

@@ -72,7 +72,36 @@ def test_budget_by_evals_and_time():
     stock = FakeRenderer().stock_voices()
     s = _search(stock)
     s.budget = Budget(evals=20)
-    assert s.run().evals == 24  # stops at the first step boundary at or past the budget
+    assert s.run().evals == 20  # the last population is cut to what the budget allows
     s = _search(stock)
     s.budget = Budget(seconds=0.0)
     assert s.run().step == 0
+
+
+def test_evals_budget_never_overshoots_and_a_trimmed_run_resumes(tmp_path):
+    """`--evals 20` with populations of 6 runs 20 (not 24); the strategy does not see the cut population, so a
+    resume with a larger budget asks that population again and continues (pycma's replay check included)."""
+    from strategies.cma_es import CMAES
+
+    stock = FakeRenderer().stock_voices()
+
+    def cma(budget):
+        space = OffsetSpace(stock)
+        strategy = CMAES(space, stock, torch.Generator().manual_seed(1), batch_size=6, start="mean")
+        return Search(strategy, FakeSpectrumScorer(), FakeRenderer(), fake_target(), Budget(evals=budget))
+
+    seen = []
+
+    class Asked(Callback):
+        def on_step(self, search, x, result, improved):
+            seen.append(x.clone())
+
+    first = cma(20)
+    first.callbacks += [RunRecorder(tmp_path, checkpoint_every=100), Asked()]
+    assert first.run().evals == 20
+    assert [x.shape[0] for x in seen] == [6, 6, 6, 2]
+    resumed = cma(32)
+    load_checkpoint(resumed, tmp_path / "checkpoint.pt")
+    resumed.callbacks.append(Asked())
+    assert resumed.run().evals == 32
+    assert torch.equal(seen[4][:2], seen[3])  # the cut population, asked again in full

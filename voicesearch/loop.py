@@ -7,6 +7,8 @@ scored by one forward of each embedding model.
 """
 from __future__ import annotations
 
+import copy
+import gc
 import math
 import signal
 import threading
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .errors import SearchStopped, is_out_of_memory
 from .renderer import Renderer, Renders
 from .scorer import Scorer
 from .strategy import Strategy
@@ -98,9 +101,14 @@ class Search:
         self.last: ScoreResult | None = None
 
     _stop_requested = False
+    stop_reason: str | None = None  # why the last run() ended early: interrupt, interrupt-mid-step, out-of-memory, exit, error
+    mid_step = False  # True from ask() until the step's progress is recorded: the state is then past a boundary
+    oom_retries = 2  # after the renderer's own halving reached one voice: retry the population, waiting between
+    oom_wait = 2.0  # seconds before the first retry, doubled each time
 
     def _defer_sigint(self):
-        """First Ctrl-C ends the search at the next step boundary (state stays consistent for a checkpoint)."""
+        """First Ctrl-C ends the search at the next step boundary (state stays consistent for a checkpoint);
+        a second one stops at once, mid-step: what the step did is then dropped (see `mid_step`)."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
 
@@ -126,40 +134,112 @@ class Search:
                 result.grad = torch.autograd.grad(result.total.sum(), x)[0]
         return packs.detach(), result.detach()
 
+    _population = 0  # the size of the last population asked (a strategy may ask more or fewer than batch_size)
+
+    def _snapshot_if_last(self) -> dict[str, Any] | None:
+        """The strategy's state when the next population may pass the evaluation budget (else None)."""
+        if self.budget.evals is None:
+            return None
+        expected = max(self._population, int(getattr(self.strategy, "batch_size", 1)))
+        if self.budget.evals - self.progress.evals >= expected:
+            return None
+        return copy.deepcopy(self.strategy.state_dict())
+
+    def _evaluate_retrying(self, x: torch.Tensor) -> tuple[torch.Tensor, ScoreResult]:
+        """`evaluate`, tried again after running out of memory (other processes may free theirs); then the error."""
+        for attempt in range(self.oom_retries + 1):
+            try:
+                return self.evaluate(x)
+            except Exception as e:
+                if not is_out_of_memory(e) or attempt == self.oom_retries:
+                    raise
+            _free_memory(self.renderer.device)  # outside the except block: the failed attempt's tensors are gone
+            time.sleep(self.oom_wait * 2**attempt)
+        raise AssertionError("unreachable")
+
     def run(self) -> Progress:
         if self.target_state is None:
             self.target_state = self.scorer.prepare(self.target)
         for cb in self.callbacks:
             cb.on_start(self)
-        interrupted = False
+        self.stop_reason, self.mid_step, self._stop_requested = None, False, False
+        failure: BaseException | None = None
         restore = self._defer_sigint()
         try:
             while not self.budget.spent(self.progress) and not self.strategy.done():
                 if self._stop_requested:
-                    interrupted = True
+                    self.stop_reason = "interrupt"
                     break
                 t0 = time.perf_counter()
+                self.mid_step = True
+                before = self._snapshot_if_last()
                 x = self.strategy.ask()
+                room = None if self.budget.evals is None else self.budget.evals - self.progress.evals
+                partial = before is not None and room < x.shape[0]
+                if partial:  # the evaluation budget ends inside this population: score only what fits
+                    x = x[:room]
                 if self.strategy.restarts_reference():
                     self.scorer.reset_reference()
-                packs, result = self.evaluate(x)
-                self.strategy.tell(x, _to_cpu(result))
+                packs, result = self._evaluate_retrying(x)
+                if partial:
+                    # a population-based update must not see part of a population: the strategy goes back to before
+                    # it asked (the search ends here; `resume` with a larger budget asks again)
+                    self.strategy.load_state_dict(before)
+                else:
+                    self.strategy.tell(x, _to_cpu(result))
+                self._population = x.shape[0]
                 self.progress.elapsed += time.perf_counter() - t0
                 improved = self.progress.update(x, packs, result)
+                self.mid_step = False
                 self.last = result
                 for cb in self.callbacks:
                     cb.on_step(self, x, result, improved)
         except StopSearch:
             pass
         except KeyboardInterrupt:
-            interrupted = True
+            self.stop_reason = "interrupt-mid-step" if self.mid_step else "interrupt"
+        except SystemExit as e:  # plug-in code calling sys.exit must not end the process silently
+            self.stop_reason = "exit"
+            failure = SearchStopped(f"plug-in code called sys.exit({e.code!r})", self.progress.step)
+        except Exception as e:
+            if is_out_of_memory(e):
+                self.stop_reason = "out-of-memory"
+                failure = SearchStopped(f"out of memory, still after {self.oom_retries} retries and (on Kokoro) "
+                                        f"down to one voice per forward ({_first_line(e)})", self.progress.step)
+            else:
+                self.stop_reason, failure = "error", e
         finally:
             restore()
-        for cb in self.callbacks:
-            cb.on_end(self, interrupted)
-        if interrupted:
+        if failure is not None and self.stop_reason == "out-of-memory":
+            _free_memory(self.renderer.device)
+        self._end(self.stop_reason is not None)
+        if self.stop_reason in ("interrupt", "interrupt-mid-step"):
             raise KeyboardInterrupt
+        if failure is not None:
+            raise failure
         return self.progress
+
+    def _end(self, interrupted: bool) -> None:
+        """Every callback's on_end runs (a progress bar must stop) even if one raises; the first error then."""
+        first: BaseException | None = None
+        for cb in self.callbacks:
+            try:
+                cb.on_end(self, interrupted)
+            except BaseException as e:  # noqa: BLE001 - a second Ctrl-C while writing: re-raised below
+                first = first or e
+        if first is not None:
+            raise first
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def _free_memory(device: torch.device | str) -> None:
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _to_cpu(result: ScoreResult) -> ScoreResult:

@@ -15,6 +15,7 @@ import re
 import time
 import types
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,10 @@ def empty_kmodel(config: dict | None = None):
     torch.save({}, empty)
     empty.seek(0)
     # KModel loads whatever `model` holds; an empty checkpoint loads nothing, so no hub call and no strict=False retry.
-    return KModel(repo_id=HUB_REPO, config=config or load_config(), model=empty)
+    with warnings.catch_warnings():  # Kokoro's own construction warns (LSTM dropout, weight_norm): not the user's concern
+        warnings.filterwarnings("ignore", message=r"dropout option adds dropout", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r".*weight_norm.* is deprecated", category=FutureWarning)
+        return KModel(repo_id=HUB_REPO, config=config or load_config(), model=empty)
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
