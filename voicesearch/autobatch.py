@@ -27,6 +27,7 @@ from .stock import StockVoices
 from .types import TargetSpeech
 
 SIZES = (8, 16, 32, 64, 128, 256)
+MAX_BATCH = 4096  # candidates per step: one population of 4096 full-space voices is already 2 GiB
 CPU_BATCH = 8
 MIN_GAIN = 0.05
 
@@ -68,6 +69,8 @@ def parse_batch(value: str | int) -> int | str:
         raise InputError(f"--batch {value!r}: give a population size (a positive integer) or auto") from None
     if number < 1:
         raise InputError(f"--batch {value!r}: the population size must be at least 1")
+    if number > MAX_BATCH:
+        raise InputError(f"--batch {value!r}: at most {MAX_BATCH} candidates per step (or auto, the fastest size that fits)")
     return number
 
 

@@ -33,9 +33,16 @@ def _group(kind: str) -> str:
     return f"voicesearch.{kind}"
 
 
-def register(kind: str, name: str) -> Callable[[Any], Any]:
-    """Class decorator: make `cls` available under `name` in this process."""
+def register(kind: str, name: str, replace: bool = False) -> Callable[[Any], Any]:
+    """Class decorator: make `cls` available under `name` in this process.
+
+    A name an installed package already provides (a built-in such as `cma-es`, or a third-party entry point) is
+    refused unless `replace=True`: a plug-in file must not silently swap out the component a run names.
+    """
     _group(kind)
+    if not replace and name in _entry_points(kind):
+        raise InputError(f"a plug-in registers {SINGULAR[kind]} {name!r}, a name {_entry_points(kind)[name].value} "
+                         f"already has; pick another name (or register(..., replace=True) to replace it on purpose)")
 
     def deco(cls: Any) -> Any:
         _local[kind][name] = cls
@@ -101,12 +108,15 @@ def load_plugin(spec: str) -> None:
         module_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[mod_name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as e:
-            raise InputError(f"plug-in file {spec} failed to import: {type(e).__name__}: {e}") from None
+        what, load = f"plug-in file {spec}", lambda: module_spec.loader.exec_module(module)
     else:
-        try:
-            importlib.import_module(spec)
-        except Exception as e:
-            raise InputError(f"plug-in module {spec!r} failed to import: {type(e).__name__}: {e}") from None
+        what, load = f"plug-in module {spec!r}", lambda: importlib.import_module(spec)
+    try:
+        load()
+    except InputError as e:
+        raise InputError(f"{what}: {e}") from None
+    except SystemExit as e:  # sys.exit in a plug-in must not end the program silently
+        raise InputError(f"{what} called sys.exit({e.code!r}) while loading; fix or remove it") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise InputError(f"{what} failed to import: {type(e).__name__}: {first}") from None

@@ -190,6 +190,8 @@ def _construct(cls: Any, kind: str, section: dict[str, Any], *args: Any, **kwarg
         if "unexpected keyword" in str(e) or "unknown option" in str(e):
             raise InputError(f"{kind} {section['name']!r}: {e}; check --{kind}-opt") from None
         raise
+    except SystemExit as e:  # plug-in code must not end the program silently
+        raise InputError(f"{kind} {section['name']!r} called sys.exit({e.code!r}) while starting") from None
 
 
 def config_path_fields(config: dict[str, Any]) -> dict[str, Any]:
@@ -201,4 +203,82 @@ def config_path_fields(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("voices"):
         config["voices"] = str(Path(config["voices"]).resolve())
     config["plugins"] = [str(Path(p).resolve()) if str(p).endswith(".py") else p for p in config.get("plugins", [])]
+    return config
+
+
+# ------------------------------------------------------------------ validating a config (config.json is user input)
+
+from .autobatch import MAX_BATCH  # noqa: E402 - candidates per step; past this one population alone takes gigabytes
+MAX_SEED = 2**63 - 1
+
+
+def _fail(where: str, key: str, want: str, value: Any) -> None:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise InputError(f"{where}: {key} must be {want} (got {shown})")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and v == v and abs(v) != float("inf")
+
+
+def _str_list(v: Any, allow_none: bool = False) -> bool:
+    return isinstance(v, list) and all(isinstance(i, str) or (allow_none and i is None) for i in v)
+
+
+def validate_config(config: Any, where: str = "config") -> dict[str, Any]:
+    """Check every field's type and range (a config.json may have been edited, damaged or crafted): InputError
+    naming the field, or the config unchanged. Fields may be absent where `build` has a default."""
+    if not isinstance(config, dict):
+        raise InputError(f"{where} must hold a JSON object (got {type(config).__name__}); the run directory is damaged")
+    for key in ("target", "strategy", "scorer", "space", "renderer", "budget", "batch_size"):
+        if key not in config:
+            raise InputError(f"{where}: {key!r} is missing; the run directory is damaged")
+    target = config["target"]
+    if not isinstance(target, dict):
+        _fail(where, "target", "an object", target)
+    if not target.get("demo"):
+        if not _str_list(target.get("paths")) or not target["paths"]:
+            _fail(where, "target.paths", "a non-empty list of file names", target.get("paths"))
+    elif not isinstance(target["demo"], (dict, bool)):
+        _fail(where, "target.demo", "an object", target["demo"])
+    if "texts" in target and not _str_list(target["texts"], allow_none=True):
+        _fail(where, "target.texts", "a list of strings", target["texts"])
+    if target.get("text_files") is not None and not _str_list(target["text_files"], allow_none=True):
+        _fail(where, "target.text_files", "a list of file names", target["text_files"])
+    if "max_seconds" in target and not (_is_number(target["max_seconds"]) and target["max_seconds"] > 0):
+        _fail(where, "target.max_seconds", "a positive number", target["max_seconds"])
+    for key in ("strategy", "scorer", "space", "renderer"):
+        part = config[key]
+        if not isinstance(part, dict) or not isinstance(part.get("name"), str) or not part["name"].strip():
+            _fail(where, key, 'an object {"name": ..., "options": {...}}', part)
+        if not isinstance(part.get("options", {}), dict):
+            _fail(where, f"{key}.options", "an object", part["options"])
+    budget = config["budget"]
+    if not isinstance(budget, dict) or set(budget) - {"steps", "evals", "seconds"}:
+        _fail(where, "budget", "an object with steps, evals, seconds", budget)
+    for key in ("steps", "evals"):
+        if budget.get(key) is not None and not (_is_int(budget[key]) and budget[key] >= 1):
+            _fail(where, f"budget.{key}", "a positive integer or null", budget[key])
+    if budget.get("seconds") is not None and not (_is_number(budget["seconds"]) and budget["seconds"] > 0):
+        _fail(where, "budget.seconds", "a positive number or null", budget["seconds"])
+    if all(budget.get(k) is None for k in ("steps", "evals", "seconds")):
+        raise InputError(f"{where}: the budget is empty; give steps, evals or seconds")
+    batch = config["batch_size"]
+    if batch != "auto" and not (_is_int(batch) and 1 <= batch <= MAX_BATCH):
+        _fail(where, "batch_size", f"an integer from 1 to {MAX_BATCH}", batch)
+    checks = {"device": (lambda v: isinstance(v, str), "a string"),
+              "voices": (lambda v: v is None or isinstance(v, str), "a folder name or null"),
+              "exclude_voices": (_str_list, "a list of voice names"),
+              "seed": (lambda v: _is_int(v) and 0 <= v <= MAX_SEED, "a non-negative integer"),
+              "speed": (lambda v: _is_number(v) and 0.25 <= v <= 4, "a number from 0.25 to 4"),
+              "checkpoint_every": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+              "plugins": (_str_list, "a list of plug-in files or modules"),
+              "sample_texts": (_str_list, "a list of strings")}
+    for key, (ok, want) in checks.items():
+        if key in config and not ok(config[key]):
+            _fail(where, key, want, config[key])
     return config

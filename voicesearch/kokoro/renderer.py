@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..errors import InputError, is_out_of_memory
 from ..stock import StockVoices
 from ..types import AudioBatch
 from ..voice import PACK_ROWS, STYLE_DIM
@@ -216,17 +216,16 @@ class KokoroRenderer:
                         self.model, text, styles[start : start + size], speed=speed,
                         differentiable=differentiable, noise=self.noise, stage=self._stage, generate_fn=self._generate,
                     )
-            except torch.cuda.OutOfMemoryError:
-                if size == 1:
-                    raise
-                out_of_memory = True
-            except RuntimeError as e:
+            except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
+                # out of memory, including cuFFT failing to plan under memory pressure (CUFFT_INTERNAL_ERROR); and
                 # some CUDA kernels (e.g. the generator's reflection pad) index with 32 bits: a batch of long
-                # clips can pass 2**31 elements before memory runs out
-                if size == 1 or "32-bit index" not in str(e):
+                # clips can pass 2**31 elements before memory runs out. At one voice the loop takes over.
+                index_limit = "32-bit index" in str(e)
+                if size == 1 or not (index_limit or is_out_of_memory(e)):
                     raise
                 out_of_memory = True
-                self._index_safe_batch[len(token_ids)] = max(1, size // 2)  # a fixed limit: don't retry it each call
+                if index_limit:
+                    self._index_safe_batch[len(token_ids)] = max(1, size // 2)  # a fixed limit: don't retry it each call
             if out_of_memory:  # outside the except block, so the failed attempt's tensors are freed
                 size = max(1, size // 2)
                 self.oom_retries += 1
