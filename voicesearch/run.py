@@ -5,7 +5,7 @@
     RUN/checkpoint.pt        progress + strategy/scorer/space state + all RNG states (every N steps, on Ctrl-C, at the end)
     RUN/voice_best.pt|.npz   best voice so far;  RUN/voice_final.pt at the end
     RUN/samples/*.wav        the best voice speaking the target text and a held-out text
-    RUN/.lock                held (flock) by the one process writing the run; the OS drops it when that process dies
+    RUN/.lock                while a process writes the run: its pid, locked (flock); the OS drops the lock if it dies
 All writes are atomic (temp file + rename): a crash never leaves a half-written file behind. A checkpoint is
 always of a step boundary, and loading one runs no code (docs/run-directory.md says what a run directory promises).
 """
@@ -171,18 +171,25 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         path = self.dir / LOCK
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise InputError(f"cannot write in run directory {self.dir} ({e.strerror}); pick a writable --out") from None
-        try:
-            _lock_fd(fd)
-        except OSError:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise InputError(f"cannot write in run directory {self.dir} ({e.strerror}); use a writable directory") from None
+            try:
+                _lock_fd(fd)
+            except OSError:
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+                os.close(fd)
+                who = f" (pid {holder})" if holder.isdigit() else ""
+                raise InputError(f"run directory {self.dir} is in use by another voicesearch process{who}; "
+                                 "wait for it to finish or use another directory") from None
+            try:  # the holder before us removes the file as it releases: ours must still be the one at the path
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            who = f" (pid {holder})" if holder.isdigit() else ""
-            raise InputError(f"run directory {self.dir} is in use by another voicesearch process{who}; "
-                             "wait for it to finish or use another directory") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
@@ -190,7 +197,11 @@ class RunLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            os.close(self.fd)  # closing drops the lock; the file stays (deleting it would race a new holder)
+            try:
+                (self.dir / LOCK).unlink(missing_ok=True)  # a run directory at rest holds no lock file
+            except OSError:
+                pass
+            os.close(self.fd)  # closing drops the lock
             self.fd = None
 
 
