@@ -1,0 +1,84 @@
+"""`voicesearch batch`: clone many voices (a folder or a manifest of targets, optionally a grid of strategies and
+scorers) on Ray — a local Ray by default, a cluster by address — with one worker per GPU that keeps its models
+loaded, a resumable batch folder, and a summary of every run.
+
+    from voicesearch.batch import Settings, start, resume
+    outcome = start(Path("speakers/"), Settings(strategies=["auto"], scorers=["resemblyzer"], evals=500), Path("runs/cast"))
+    outcome = resume(Path("runs/cast"))
+
+Modules: targets (reading TARGETS), plan (jobs, batch.json, the lock), worker (the Ray actor), driver (Ray, the
+queue, retries, progress), summary (summary.tsv/json, index.html). Only the driver imports Ray, when a batch runs.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..errors import InputError
+from .plan import BatchLock, Settings, check_settings, make_jobs, new_plan, read_plan, write_plan
+from .targets import Target, read_targets
+
+__all__ = ["Settings", "Target", "default_folder", "plan_jobs", "read_targets", "resume", "start"]
+
+
+def default_folder() -> Path:
+    return Path("runs") / f"batch-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def plan_jobs(source: Path, settings: Settings) -> list[dict[str, Any]]:
+    """Read and check the targets and settings; the jobs a batch would run. Writes nothing."""
+    check_settings(settings)
+    return make_jobs(read_targets(source), settings)
+
+
+def start(source: Path, settings: Settings, folder: Path | None = None, *, address: str | None = None,
+          workers: int | None = None, retries: int = 1, console: Console | None = None) -> dict[str, Any]:
+    """A new batch in `folder` (which must be new or empty): everything is checked before it is created."""
+    from .driver import import_ray, run_batch
+
+    jobs = plan_jobs(source, settings)
+    import_ray()  # a missing Ray is said before any folder is made
+    folder = Path(folder or default_folder())
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise InputError(f"batch folder {folder} already exists and is not empty; continue it with "
+                         f"`voicesearch batch --resume {folder}` or pick another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create batch folder {folder} ({e.strerror}); pick a writable --out") from None
+    lock = BatchLock(folder).acquire()
+    try:
+        plan = new_plan(jobs, str(Path(source).resolve()), settings)
+        plan["run_options"] = {"workers": workers, "address": address}  # the defaults of a later --resume
+        write_plan(folder, plan)
+        return run_batch(folder, plan, address=address, workers=workers, retries=retries, console=console)
+    finally:
+        lock.release()
+
+
+def resume(folder: Path, *, address: str | None = None, workers: int | None = None, retries: int = 1,
+           console: Console | None = None) -> dict[str, Any]:
+    """Continue a batch: finished jobs are skipped, interrupted ones resume from their checkpoints, failed ones rerun.
+    `workers` and `address` default to those the batch was started with."""
+    from .driver import import_ray, run_batch
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"batch folder {folder} does not exist")
+    read_plan(folder)  # not a batch folder: say so before putting a lock file in it
+    import_ray()
+    lock = BatchLock(folder).acquire()
+    try:
+        plan = read_plan(folder)
+        before = plan.get("run_options") if isinstance(plan.get("run_options"), dict) else {}
+        stored_workers, stored_address = before.get("workers"), before.get("address")
+        if workers is None and isinstance(stored_workers, int) and not isinstance(stored_workers, bool) and stored_workers >= 1:
+            workers = stored_workers
+        if not address and isinstance(stored_address, str) and stored_address:
+            address = stored_address
+        return run_batch(folder, plan, address=address, workers=workers, retries=retries, console=console)
+    finally:
+        lock.release()
