@@ -180,3 +180,44 @@ def test_app_refuses_bad_input_before_writing_anything(tmp_path, clip):
     with pytest.raises(InputError, match="not a run directory"):
         runner.resume(str(tmp_path), 10)
     assert not (tmp_path / "runs").exists()
+
+
+def test_app_runner_stops_and_resumes_a_run_directory(tmp_path, clip):
+    """The app's worker thread with cheap fake components: Stop leaves a resumable run, Resume continues it exactly."""
+    pytest.importorskip("gradio", reason="needs voicesearch[app]")
+    from voicesearch.app import Runner
+
+    fakes = str(REPO / "tests" / "fakes.py")
+    runner = Runner(tmp_path / "runs", {"device": "cpu", "voices": None, "renderer": "fake", "renderer_options": {},
+                                        "plugins": [fakes]})
+    config = runner.new_config(str(clip), "hello there", "hill-climb", "fake-spectrum", 100_000, 2)
+    job = runner.start(config, "bf_test")
+    deadline = time.time() + 120
+    while time.time() < deadline and len((job.run_dir / "history.jsonl").read_text().splitlines()
+                                         if (job.run_dir / "history.jsonl").is_file() else []) < 3:
+        time.sleep(0.05)
+    with pytest.raises(InputError, match="a search is running"):
+        runner.start(config)
+    job.stop()
+    job.thread.join(120)
+    assert job.phase == "stopped" and not job.message, job.message
+    assert not (job.run_dir / ".lock").exists() and (job.run_dir / "checkpoint.pt").is_file()
+    assert {p.name for p in job.exports.values()} == {"bf_test.pt", "voices.bin", "bf_test.npz"}
+    steps = len((job.run_dir / "history.jsonl").read_text().splitlines())
+    evals = json.loads((job.run_dir / "history.jsonl").read_text().splitlines()[-1])["evals"]
+    with pytest.raises(InputError, match="spent"):
+        runner.resume(str(job.run_dir), evals)
+    again = runner.resume(str(job.run_dir), evals + 4)
+    again.thread.join(120)
+    rows = [json.loads(l) for l in (job.run_dir / "history.jsonl").read_text().splitlines()]
+    assert again.phase == "finished" and rows[-1]["evals"] == evals + 4 and len(rows) == steps + 2
+    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
+    assert "finished" in runner.snapshot()["status"] and runner.snapshot()["curve"].startswith("data:image/png")
+
+
+def test_without_gradio_the_app_says_what_to_install(monkeypatch, tmp_path):
+    from voicesearch.app import build_app
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import fails as if not installed
+    with pytest.raises(InputError, match=r"pip install 'voicesearch\[app\]'"):
+        build_app(tmp_path / "runs")

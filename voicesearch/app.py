@@ -131,23 +131,30 @@ class Runner:
 
     def resume(self, run_dir: str, evals: int, name: str = DEFAULT_NAME) -> Job:
         """Continue a run directory (made by the app or the CLI) to a new total of `evals` evaluations."""
-        from .run import CHECKPOINT, read_config
+        from .run import CHECKPOINT, read_config, read_history
 
         self._busy()
         path = Path(run_dir.strip()).expanduser()
         config = read_config(path)
         if not (path / CHECKPOINT).is_file():
             raise InputError(f"{path} has no {CHECKPOINT} to resume from")
+        history = read_history(path)
+        if history and history[-1]["evals"] >= int(evals):
+            raise InputError(f"{path} has spent {history[-1]['evals']} evaluations already; give more evaluations to go on")
         config["budget"] = {"steps": None, "evals": int(evals), "seconds": None}
         return self._launch(Job(path, name), config, resume=True)
 
     def _launch(self, job: Job, config: dict[str, Any], resume: bool) -> Job:
-        job.thread = threading.Thread(target=self._work, args=(job, config, resume), daemon=True, name="voicesearch-app")
+        from .run import RunLock
+
+        lock = RunLock(job.run_dir).acquire()  # as the CLI: one process writes a run directory at a time
+        job.thread = threading.Thread(target=self._work, args=(job, config, resume, lock), daemon=True,
+                                      name="voicesearch-app")
         self.job = job
         job.thread.start()
         return job
 
-    def _work(self, job: Job, config: dict[str, Any], resume: bool) -> None:
+    def _work(self, job: Job, config: dict[str, Any], resume: bool, lock: Any) -> None:
         from .exports import write_exports
         from .report import build_report, report_hook, score_stock
         from .run import CHECKPOINT, CONFIG, RunRecorder, load_checkpoint, write_json
@@ -182,6 +189,8 @@ class Runner:
             job.phase, job.message = "failed", str(e)
         except Exception as e:  # shown on the page; the run dir keeps whatever was checkpointed
             job.phase, job.message = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            lock.release()
 
     # -- what the page shows, read from the run directory
 
