@@ -96,6 +96,28 @@ def test_cuda_out_of_memory_halves_the_sub_batch_and_still_returns(renderer, pac
 
 
 @pytest.mark.slow
+def test_cufft_failing_under_memory_pressure_halves_too_and_one_voice_raises(renderer, packs, singles, monkeypatch):
+    """Three clones sharing one GPU: cuFFT fails to plan with CUFFT_INTERNAL_ERROR. The renderer treats it as out of
+    memory (halve, retry); at one voice it raises, for the search loop to retry or stop with a checkpoint."""
+    real = renderer_module.synthesize
+    fail_single = []
+
+    def synthesize_under_pressure(model, text, styles, **kwargs):
+        if styles.shape[0] > 1 or fail_single:
+            raise RuntimeError("cuFFT error: CUFFT_INTERNAL_ERROR")
+        return real(model, text, styles, **kwargs)
+
+    monkeypatch.setattr(renderer_module, "synthesize", synthesize_under_pressure)
+    before = renderer.oom_retries
+    audio = renderer.render_phonemes(packs[:2], PHRASE, speed=SPEED)
+    assert renderer.oom_retries == before + 1
+    assert worst_difference(audio.wave, audio.lengths, singles[:2]) < 1e-6
+    fail_single.append(True)
+    with pytest.raises(RuntimeError, match="CUFFT_INTERNAL_ERROR"):
+        renderer.render_phonemes(packs[:2], PHRASE, speed=SPEED)
+
+
+@pytest.mark.slow
 def test_a_batch_past_32_bit_indexing_is_split_but_other_errors_are_not(renderer, packs, singles, monkeypatch):
     real = renderer_module.synthesize
 

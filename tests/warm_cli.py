@@ -135,12 +135,27 @@ def _serve() -> None:
     sys.path.insert(0, str(REPO))
     # import what commands need once, without running any torch op here (forked children then start warm,
     # and no thread pool exists yet to be broken by fork)
+    import torch
+
+    torch.set_num_threads(1)  # tiny tensors; on a small shared CPU one thread per child wastes least
     import voicesearch.cli  # noqa: F401
     import voicesearch.progress  # noqa: F401
     import voicesearch.report  # noqa: F401
     import voicesearch.run  # noqa: F401
     from voicesearch import registry
 
+    try:  # what the report imports lazily (librosa loads its submodules on first use; matplotlib its fonts)
+        import io
+
+        import librosa
+        from matplotlib.figure import Figure
+
+        librosa.power_to_db(librosa.filters.mel(sr=24000, n_fft=1024, n_mels=80, fmax=8000))
+        figure = Figure()
+        figure.add_subplot().plot([0, 1])
+        figure.savefig(io.BytesIO(), format="png")
+    except ImportError:
+        pass
     for kind in registry.KINDS:
         registry.names(kind)
     for name in ("cma-es", "random-walk"):
