@@ -175,3 +175,30 @@ def test_a_grid_batch_on_local_ray_with_one_worker(tmp_path):
         assert (run / "voice_final.pt").is_file() and (run / "report.html").is_file()
     again = cli("batch", "--resume", batch)  # nothing left to do
     assert again.returncode == 0 and "4 done before" in again.stdout
+
+
+def test_batch_scaling_benchmark_arguments_targets_and_merged_rows(tmp_path, monkeypatch):
+    """benchmarks/batch_scaling.py (run on GPUs, not here): its arguments, its choice of clips, its JSON rows merging."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import batch_scaling as bench
+
+    for i in range(3):
+        clip(tmp_path / "dev" / f"c{i}.flac")
+    clip(tmp_path / "dev" / "no_text.wav", text=None)
+    args = bench.parse_args(["--devset", str(tmp_path / "dev"), "--targets", "2", "--workers", "1,2", "--device", "cpu",
+                             "--evals", "4", "--batch", "2", "--out", str(tmp_path / "r.json")])
+    assert args.worker_counts == [1, 2] and args.evals == 4
+    assert [p.name for p in bench.pick_targets(args.devset, 3)] == ["c0.flac", "c1.flac", "c2.flac"]
+    with pytest.raises(InputError, match="has 3 clips"):
+        bench.pick_targets(args.devset, 4)
+    for bad in (["--workers", "0"], ["--workers", "a,b"], ["--evals", "0"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--devset", str(tmp_path / "dev"), *bad])
+    s = bench.settings(args)
+    assert (s.device, s.evals, s.batch, s.strategies) == ("cpu", 4, 2, ["auto"])
+    monkeypatch.setattr(bench, "environment", lambda: {"gpus": []})
+    one = bench.write(tmp_path / "r.json", [{"workers": 1, "targets_per_hour": 100.0}], args, "cmd 1")
+    assert one["speedup_2gpu"] is None
+    two = bench.write(tmp_path / "r.json", [{"workers": 2, "targets_per_hour": 190.0}], args, "cmd 2")
+    assert [r["workers"] for r in two["rows"]] == [1, 2] and two["speedup_2gpu"] == 1.9
+    assert two["commands"] == ["cmd 1", "cmd 2"]

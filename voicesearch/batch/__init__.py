@@ -11,6 +11,7 @@ queue, retries, progress), summary (summary.tsv/json, index.html). Only the driv
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from ..errors import InputError
-from .plan import BatchLock, Settings, check_settings, make_jobs, new_plan, read_plan, write_plan
+from .plan import RUNS, BatchLock, Settings, check_settings, make_jobs, new_plan, read_plan, write_plan
 from .targets import Target, read_targets
 
 __all__ = ["Settings", "Target", "default_folder", "plan_jobs", "read_targets", "resume", "start"]
@@ -45,6 +46,7 @@ def start(source: Path, settings: Settings, folder: Path | None = None, *, addre
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise InputError(f"batch folder {folder} already exists and is not empty; continue it with "
                          f"`voicesearch batch --resume {folder}` or pick another --out")
+    made = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -55,6 +57,13 @@ def start(source: Path, settings: Settings, folder: Path | None = None, *, addre
         plan["run_options"] = {"workers": workers, "address": address}  # the defaults of a later --resume
         write_plan(folder, plan)
         return run_batch(folder, plan, address=address, workers=workers, retries=retries, console=console)
+    except InputError:
+        if not (folder / RUNS).exists():  # Ray or the workers could not start: leave the folder as it was (empty)
+            for entry in folder.iterdir():
+                entry.unlink() if not entry.is_dir() else shutil.rmtree(entry, ignore_errors=True)
+            if made:
+                folder.rmdir()
+        raise
     finally:
         lock.release()
 

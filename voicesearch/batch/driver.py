@@ -39,6 +39,8 @@ def start_ray(address: str | None, workers: int | None) -> tuple[Any, str]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home from a batch
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -50,6 +52,27 @@ def start_ray(address: str | None, workers: int | None) -> tuple[Any, str]:
         raise InputError(f"cannot start Ray{where}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}"
                          + ("; check --address / $RAY_ADDRESS" if address else "")) from None
     return ray, address or "local"
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Ray retries an unreachable address for minutes: try its TCP port first and say so in one line."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    parts = urlsplit(address if "://" in address else f"ray-gcs://{address}")
+    try:
+        host, port = parts.hostname, parts.port or (10001 if parts.scheme == "ray" else 6379)
+    except ValueError:
+        host, port = None, None
+    if not host:
+        raise InputError(f"--address {address!r}: give ray://HOST:PORT or HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise InputError(f"cannot reach the Ray cluster at {address} ({e.strerror or type(e).__name__}); "
+                         "check --address / $RAY_ADDRESS and that `ray start --head` runs there") from None
 
 
 def place_workers(ray: Any, device: str, workers: int | None) -> tuple[int, bool, int]:
