@@ -7,8 +7,13 @@ Two pieces, reusable on their own (the hybrid scorer uses the resemblyzer embedd
   `embed_clips(clips, sample_rate)` is the target path (may run non-differentiable reference
   preprocessing such as a VAD; long clips are cut into windows by the scorer, not here).
 - `EmbeddingScorer(Scorer)`: `prepare()` embeds the target clips once; `score()` embeds all B
-  candidates in one forward and returns cosine to the target (mean of the target embeddings, or a
-  random subset of K of them per step with `target_sampling="subset:K"`; the RNG is in `state_dict`).
+  candidates in one forward per text and returns the mean cosine to the target (mean of the target
+  embeddings, or a random subset of K of them per step with `target_sampling="subset:K"`).
+
+Generalization options (docs/quality.md measures them): `probes=N` renders N built-in sentences of
+different lengths besides the transcript (`transcript=false` drops the transcript), so the voice must
+match on words and lengths it was not fitted to; `augment=S` scores each render through a random channel
+of strength S (`scorers.augment.ChannelAugment`). The RNGs of both are in `state_dict`.
 
     class MyScorer(EmbeddingScorer):
         name = "my"
@@ -30,6 +35,19 @@ from voicesearch.renderer import Renders
 from voicesearch.resample import resample
 from voicesearch.scorer import Scorer
 from voicesearch.types import AudioBatch, ScoreResult, TargetSpeech
+
+from .augment import ChannelAugment
+
+#: Sentences the target never said, of different lengths (Kokoro takes a different row of the pack for each
+#: length). `probes=N` renders the first N besides the transcript.
+PROBE_TEXTS = (
+    "She asked me whether the train would arrive before noon.",
+    "Good evening, everyone.",
+    "In the summer we often walked along the river, talking about books, music and the people we had met.",
+    "Could you please call me back tomorrow morning?",
+    "The old lighthouse keeper climbed the stairs slowly, counting each step as he went.",
+    "Yes, of course.",
+)
 
 
 class SpeakerEmbedder(nn.Module, ABC):
@@ -117,9 +135,17 @@ class EmbeddingScorer(Scorer):
         target_sampling: str = "mean",
         seed: int = 0,
         target_window_s: float | None = None,
+        probes: Any = 0,
+        transcript: Any = True,
+        augment: Any = 0.0,
         **options: Any,
     ):
         super().__init__(device=device, **options)
+        self.probes = _count(probes, "probes", len(PROBE_TEXTS))
+        self.transcript = _flag(transcript, "transcript")
+        if not self.transcript and self.probes == 0:
+            raise InputError("transcript=false needs probes >= 1: the scorer must render some text")
+        self.augment = ChannelAugment(_strength(augment))
         self.target_sampling = str(target_sampling)
         self.subset_k = parse_target_sampling(self.target_sampling)
         self.rng = torch.Generator().manual_seed(int(seed))
@@ -127,6 +153,9 @@ class EmbeddingScorer(Scorer):
             raise InputError(f"target_window_s must be >= 0 seconds (0 = whole clips), got {target_window_s}")
         self._target_window_s = None if target_window_s is None else float(target_window_s)
         self._embedder: SpeakerEmbedder | None = None
+
+    def texts(self, target: TargetSpeech) -> list[str]:
+        return ([target.text] if self.transcript else []) + list(PROBE_TEXTS[: self.probes])
 
     @abstractmethod
     def build_embedder(self) -> SpeakerEmbedder:
@@ -163,13 +192,19 @@ class EmbeddingScorer(Scorer):
         return _unit(state.embeddings[index.to(state.embeddings.device)].mean(0))
 
     def similarity(self, audio: AudioBatch, state: EmbeddedTarget) -> ScoreResult:
-        emb = self.embedder.embed(audio)
+        emb = self.embedder.embed(self.augment(audio, self.rng) if self.augment.strength > 0 else audio)
         sim = emb @ self.target_vector(state).to(emb.device)
         return ScoreResult(total=sim, parts={"similarity": sim}, embeddings=emb)
 
     def score(self, renders: Renders, state: EmbeddedTarget) -> ScoreResult:
         # Native-rate audio: the embedder resamples with the filter its reference pipeline needs.
-        return self.similarity(renders.audio(0), state)
+        per_text = [self.similarity(renders.audio(i), state) for i in range(len(renders.texts))]
+        if len(per_text) == 1:
+            return per_text[0]
+        sims = torch.stack([r.total for r in per_text])
+        parts = {f"similarity/{i}": s for i, s in enumerate(sims)}
+        embeddings = _unit(torch.stack([r.embeddings for r in per_text]).mean(0))
+        return ScoreResult(total=sims.mean(0), parts={"similarity": sims.mean(0), **parts}, embeddings=embeddings)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.get_state()}
@@ -177,3 +212,34 @@ class EmbeddingScorer(Scorer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "rng" in state:
             self.rng.set_state(state["rng"])
+
+
+def _count(value: Any, name: str, most: int) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"option {name}={value!r} is not a whole number") from None
+    if not 0 <= n <= most:
+        raise InputError(f"option {name}={value!r} is out of range; use 0 to {most}")
+    return n
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InputError(f"option {name}={value!r} is not a boolean; use true or false")
+
+
+def _strength(value: Any) -> float:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"option augment={value!r} is not a number; use 0 (off) to 1 (the default range)") from None
+    if not 0.0 <= s <= 2.0 or s != s:
+        raise InputError(f"option augment={value!r} is out of range; use 0 (off) to 2")
+    return s

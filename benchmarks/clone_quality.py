@@ -1,0 +1,341 @@
+"""Clone quality on real people, judged by embedders the search did not optimize (issue #12's protocol).
+
+For each target — the 9 real speakers of the dev set (one clip each, with its transcript) and hidden stock
+voices (leave-one-out: the voice speaks SEARCH_TEXT and is removed from the stock set) — and each method:
+
+1. clone: `voicesearch.session.build(config)` + `Search.run()`, the path `voicesearch clone` takes (one renderer
+   shared by the clones of a process; the run-directory recorder is left out);
+2. render JUDGE_TEXTS (sentences neither the clip nor the search contains) with the clone and with every
+   English stock voice (a..., b...; the hidden one excluded);
+3. judge each render with each judge (ecapa, resemblyzer): cosine to the real clip, mean over the judge texts.
+   floor = the best stock voice under that judge; ceiling = the judge's similarity between the first and
+   second half of the real clip (leave-one-out: the hidden voice's own render of the judge texts);
+   closure = (clone − floor) / (ceiling − floor);
+4. DNSMOS OVRL of the clone's renders, of the floor voice's and the mean of all English stock renders.
+
+A method is summarized only under the judges it did not optimize (`optimizes` in METHODS).
+
+    python benchmarks/clone_quality.py --write-phonemes benchmarks/results/quality_phonemes.json   # where misaki runs
+    python benchmarks/clone_quality.py --device cuda --methods default --renderer kokoro-table \\
+        --plugin benchmarks/phoneme_table.py --out benchmarks/results/clone_quality.json
+    python benchmarks/clone_quality.py --merge a.json b.json --out benchmarks/results/clone_quality.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from voicesearch import registry
+from voicesearch.audio import load_target
+from voicesearch.renderer import Renders
+from voicesearch.session import build, build_renderer, make_config, resolve_device
+from voicesearch.stock import StockVoices, voices_folder_from_env
+from voicesearch.types import TargetSpeech
+from voicesearch.voice import atomic_write_bytes
+
+SEARCH_TEXT = ("Every morning the baker opened his shop before sunrise, and the smell of fresh bread drifted "
+               "down the quiet street.")
+JUDGE_TEXTS = [
+    "The quick brown fox jumps over the lazy dog, and then it takes a long nap in the warm afternoon sun.",
+    "A gentle breeze moved through the open window while the kettle began to sing in the kitchen.",
+]
+LOO_TARGETS = "af_heart,bm_george,am_michael,bf_emma,af_nicole"
+JUDGES = ("ecapa", "resemblyzer")
+
+#: name -> scorer, scorer options, strategy, strategy options, which judges it optimizes. "default" leaves
+#: strategy, space and scorer to `voicesearch clone`'s defaults (what a user gets with no options).
+METHODS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "baseline": {"scorer": "resemblyzer", "scorer_options": {"probes": 0, "augment": 0},
+                 "note": "round-1 default: gradient in pca on Resemblyzer, transcript only"},
+    "res-probes-eot": {"scorer": "resemblyzer", "scorer_options": {"probes": 2, "augment": 1}},
+    "res-probes-eot-notr": {"scorer": "resemblyzer", "scorer_options": {"probes": 3, "augment": 1, "transcript": False}},
+    "ecapa": {"scorer": "ecapa", "scorer_options": {"probes": 0, "augment": 0}},
+    "ecapa-probes-eot": {"scorer": "ecapa", "scorer_options": {"probes": 2, "augment": 1}},
+    "ecapa-probes-eot-notr": {"scorer": "ecapa", "scorer_options": {"probes": 3, "augment": 1, "transcript": False}},
+}
+
+
+def optimized_judges(scorer: str) -> set[str]:
+    return {j for j in JUDGES if j in scorer}
+
+
+# ---------------------------------------------------------------- targets
+def devset_targets(folder: Path, only: list[str] | None) -> list[dict[str, Any]]:
+    out = []
+    for clip in sorted(folder.glob("*.flac")):
+        if only and clip.stem not in only:
+            continue
+        out.append({"name": clip.stem, "kind": "devset", "path": clip,
+                    "text": clip.with_suffix(".txt").read_text(encoding="utf-8").strip()})
+    return out
+
+
+def loo_targets(names: list[str], renderer: Any, stock: StockVoices, folder: Path) -> list[dict[str, Any]]:
+    out = []
+    for name in names:
+        pack = stock.packs[stock.names.index(name)]
+        with torch.no_grad():
+            audio = renderer.render(pack[None].to(renderer.device), SEARCH_TEXT)
+        path = folder / f"{name}.wav"
+        sf.write(path, audio.item(0).float().cpu().numpy(), renderer.sample_rate)
+        out.append({"name": name, "kind": "loo", "path": path, "text": SEARCH_TEXT, "pack": pack})
+    return out
+
+
+def english(stock: StockVoices, hidden: str | None) -> StockVoices:
+    keep = [n for n in stock.names if n[:2] in ("af", "am", "bf", "bm") and n != hidden]
+    return stock.without(*[n for n in stock.names if n not in keep])
+
+
+# ---------------------------------------------------------------- judging
+class Judge:
+    def __init__(self, names: tuple[str, ...], renderer: Any, device: str):
+        self.renderer, self.device = renderer, device
+        self.scorers = {n: registry.get("scorers", n)(device=device) for n in names}
+        self.dnsmos = registry.get("scorers", "dnsmos")(device=device)
+
+    def renders(self, packs: torch.Tensor, texts: list[str], batch: int = 16) -> list[list[Any]]:
+        """[text][chunk] AudioBatch of packs speaking each judge text."""
+        return [[self.renderer.render(chunk.to(self.renderer.device), t) for chunk in packs.split(batch)] for t in texts]
+
+    def prepare(self, target: TargetSpeech) -> dict[str, Any]:
+        return {name: scorer.prepare(target) for name, scorer in self.scorers.items()}
+
+    def similarities(self, audio: list[list[Any]], states: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """{judge: (N,)} cosine to the target clip (prepared), mean over texts."""
+        out = {}
+        for name, scorer in self.scorers.items():
+            state = states[name]
+            per_text = [torch.cat([scorer.similarity(a, state).total.float().cpu() for a in chunks]) for chunks in audio]
+            out[name] = torch.stack(per_text).mean(0)
+        return out
+
+    def mos(self, audio: list[list[Any]]) -> torch.Tensor:
+        """(N,) DNSMOS OVRL, mean over texts."""
+        return torch.stack([torch.cat([self.dnsmos.mos(a)["ovrl"].float().cpu() for a in chunks]) for chunks in audio]).mean(0)
+
+    def halves(self, clip: torch.Tensor, rate: int) -> dict[str, float]:
+        """Each judge's similarity between the first and second half of a real clip (the ceiling)."""
+        half = clip.shape[-1] // 2
+        out = {}
+        for name, scorer in self.scorers.items():
+            a = scorer.embedder.embed_clips([clip[:half]], rate)
+            b = scorer.embedder.embed_clips([clip[half:]], rate)
+            out[name] = float((a @ b.T).squeeze())
+        return out
+
+
+# ---------------------------------------------------------------- one clone
+def clone_config(method: str, target: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    spec = METHODS[method]
+    config = make_config(target={"paths": [str(target["path"])], "texts": [target["text"]], "max_seconds": 600.0},
+                         device=args.device, seed=args.seed, budget={"steps": None, "evals": args.evals, "seconds": None},
+                         exclude_voices=[target["name"]] if target["kind"] == "loo" else [],
+                         renderer={"name": args.renderer, "options": {"weights": args.weights}},
+                         plugins=list(args.plugin or []))
+    if args.batch_size:
+        config["batch_size"] = args.batch_size
+    if "scorer" in spec:
+        config["scorer"] = {"name": spec["scorer"], "options": dict(spec.get("scorer_options", {}))}
+    if "strategy" in spec:
+        config["strategy"] = {"name": spec["strategy"], "options": dict(spec.get("strategy_options", {}))}
+    elif spec.get("strategy_options"):
+        config["strategy"]["options"] = dict(spec["strategy_options"])
+    return config
+
+
+def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, renderer: Any, judge: Judge,
+            stock_all: StockVoices, stock_cache: dict[str, Any]) -> dict[str, Any]:
+    config = clone_config(method, target, args)
+    t0 = time.perf_counter()
+    parts = build(config, renderer=renderer)
+    progress = parts.search.run()
+    sync(args.device)
+    seconds = time.perf_counter() - t0
+    clip_target = TargetSpeech([parts.target.clips[0]], [target["text"]], parts.target.sample_rate)
+    hidden = target["name"] if target["kind"] == "loo" else None
+    stock = english(stock_all, hidden)
+    key = hidden or ""
+    if key not in stock_cache:  # renders of the stock voices do not depend on the target: once per hidden voice
+        audio = judge.renders(stock.packs, JUDGE_TEXTS)
+        stock_cache[key] = {"audio": audio, "mos": judge.mos(audio)}
+    stock_audio, stock_mos = stock_cache[key]["audio"], stock_cache[key]["mos"]
+    states = judge.prepare(clip_target)
+    stock_sim = judge.similarities(stock_audio, states)
+    clone_audio = judge.renders(progress.best_pack[None], JUDGE_TEXTS)
+    clone_sim = judge.similarities(clone_audio, states)
+    if target["kind"] == "loo":
+        ceiling = {k: float(v[0]) for k, v in judge.similarities(judge.renders(target["pack"][None], JUDGE_TEXTS), states).items()}
+    else:
+        ceiling = judge.halves(clip_target.clips[0], clip_target.sample_rate)
+    judges = {}
+    for name in judge.scorers:
+        best = int(stock_sim[name].argmax())
+        floor, clone = float(stock_sim[name][best]), float(clone_sim[name][0])
+        judges[name] = {"floor": floor, "floor_voice": stock.names[best], "clone": clone, "ceiling": ceiling[name],
+                        "closure": (clone - floor) / (ceiling[name] - floor) if ceiling[name] > floor else None}
+    floor_voice = judges[JUDGES[0]]["floor_voice"]
+    return {
+        "target": target["name"], "kind": target["kind"], "method": method,
+        "resolved": {"strategy": config["strategy"]["name"], "space": config["space"]["name"],
+                     "scorer": config["scorer"]["name"], "scorer_options": config["scorer"]["options"],
+                     "strategy_options": config["strategy"].get("options", {})},
+        "optimizes": sorted(optimized_judges(config["scorer"]["name"])),
+        "judges": judges,
+        "dnsmos": {"clone": float(judge.mos(clone_audio)[0]), "floor_voice": float(stock_mos[stock.names.index(floor_voice)]),
+                   "stock_mean": float(stock_mos.mean())},
+        "search_best": progress.best_score, "evals": progress.evals, "search_seconds": round(progress.elapsed, 2),
+        "wall_seconds": round(seconds, 2),
+    }
+
+
+def sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- summary
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        entry: dict[str, Any] = {"optimizes": mine[0]["optimizes"], "resolved": mine[0]["resolved"]}
+        for kind in ("devset", "loo"):
+            part = [r for r in mine if r["kind"] == kind]
+            if not part:
+                continue
+            held_out = [j for j in JUDGES if j not in mine[0]["optimizes"]]
+            sub: dict[str, Any] = {"targets": len(part)}
+            for j in JUDGES:
+                closures = [r["judges"][j]["closure"] for r in part if r["judges"][j]["closure"] is not None]
+                sub[j] = {"held_out": j in held_out,
+                          "mean_closure": round(statistics.fmean(closures), 4) if closures else None,
+                          "median_closure": round(statistics.median(closures), 4) if closures else None,
+                          "below_floor": sum(r["judges"][j]["clone"] < r["judges"][j]["floor"] for r in part)}
+            clone_mos = statistics.fmean(r["dnsmos"]["clone"] for r in part)
+            stock_mos = statistics.fmean(r["dnsmos"]["stock_mean"] for r in part)
+            sub["dnsmos_clone"], sub["dnsmos_stock"] = round(clone_mos, 3), round(stock_mos, 3)
+            sub["dnsmos_guard_ok"] = clone_mos >= stock_mos - 0.1
+            sub["seconds_per_target"] = round(statistics.fmean(r["wall_seconds"] for r in part), 1)
+            sub["evals"] = round(statistics.fmean(r["evals"] for r in part))
+            entry[kind] = sub
+        out[method] = entry
+    return out
+
+
+def headline(summary: dict[str, Any], method: str = "default") -> dict[str, Any] | None:
+    """The issue's `default` entry: the default method's closure on the dev set under its held-out judge."""
+    entry = summary.get(method, {}).get("devset")
+    if not entry:
+        return None
+    held = [j for j in JUDGES if entry[j]["held_out"]]
+    j = held[0] if held else JUDGES[0]
+    return {"judge": j, "mean_closure": entry[j]["mean_closure"], "median_closure": entry[j]["median_closure"],
+            "below_floor": entry[j]["below_floor"], "dnsmos_guard_ok": entry["dnsmos_guard_ok"],
+            "dnsmos_clone": entry["dnsmos_clone"], "dnsmos_stock": entry["dnsmos_stock"],
+            "seconds_per_target": entry["seconds_per_target"], "resolved": summary[method]["resolved"]}
+
+
+def write(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    summary = summarize(rows)
+    report = {**meta, "protocol": __doc__.split("\n\n")[1], "judge_texts": JUDGE_TEXTS, "search_text_loo": SEARCH_TEXT,
+              "default": headline(summary), "summary": summary, "rows": rows}
+    atomic_write_bytes(path, (json.dumps(report, indent=1) + "\n").encode())
+    return report
+
+
+def meta(args: argparse.Namespace) -> dict[str, Any]:
+    cuda = torch.cuda.is_available() and str(args.device).startswith("cuda")
+    return {"device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+            "torch": torch.__version__, "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "evals": args.evals}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", default="default", help=f"comma list of {', '.join(METHODS)}")
+    p.add_argument("--devset", default=os.environ.get("VOICESEARCH_DEVSET", str(Path(__file__).resolve().parents[2] / "shared/data/devset")))
+    p.add_argument("--speakers", help="comma list of dev-set clip stems (default: all)")
+    p.add_argument("--loo", default=LOO_TARGETS, help="hidden stock voices ('' for none)")
+    p.add_argument("--no-devset", action="store_true")
+    p.add_argument("--evals", type=int, default=480)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, help="population size (default: the CLI's)")
+    p.add_argument("--renderer", default="kokoro")
+    p.add_argument("--weights", default="auto")
+    p.add_argument("--plugin", action="append")
+    p.add_argument("--out", required=True)
+    p.add_argument("--merge", nargs="*", help="merge these result files into --out, then exit")
+    p.add_argument("--write-phonemes", help="phonemize every text needed into this JSON file, then exit")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.merge is not None:
+        rows, parts = [], []
+        for f in args.merge:
+            data = json.loads(Path(f).read_text())
+            parts.append(data)
+            rows += data["rows"]
+        merged = {k: parts[0][k] for k in ("device", "torch", "python", "date", "evals")}
+        merged["command"] = [d["command"] for d in parts]
+        return write(out, rows, merged)
+    if args.write_phonemes:
+        from scorers.embedding import PROBE_TEXTS
+        from voicesearch.kokoro.g2p import phonemize
+        from voicesearch.session import HELD_OUT_TEXT
+
+        texts = [SEARCH_TEXT, HELD_OUT_TEXT, *JUDGE_TEXTS, *PROBE_TEXTS]
+        texts += [t["text"] for t in devset_targets(Path(args.devset), None)]
+        table = {t: phonemize(t, "a") for t in dict.fromkeys(texts)}
+        atomic_write_bytes(Path(args.write_phonemes), (json.dumps(table, indent=1, ensure_ascii=False) + "\n").encode())
+        print(f"wrote phonemes of {len(table)} texts to {args.write_phonemes}")
+        return {}
+    for plugin in args.plugin or []:
+        registry.load_plugin(plugin)
+    args.device = resolve_device(args.device)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        p.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    renderer = build_renderer(make_config(device=args.device, renderer={"name": args.renderer, "options": {"weights": args.weights}}))
+    folder = voices_folder_from_env()
+    stock_all = StockVoices.from_folder(folder) if folder else renderer.stock_voices()
+    judge = Judge(JUDGES, renderer, args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="clone_quality_"))
+    targets = [] if args.no_devset else devset_targets(Path(args.devset), args.speakers.split(",") if args.speakers else None)
+    targets += loo_targets([n for n in args.loo.split(",") if n], renderer, stock_all, tmp)
+    rows: list[dict[str, Any]] = []
+    stock_cache: dict[str, Any] = {}
+    for method in methods:
+        for target in targets:
+            row = run_one(method, target, args, renderer, judge, stock_all, stock_cache)
+            rows.append(row)
+            held = [j for j in JUDGES if j not in row["optimizes"]]
+            j = held[0] if held else JUDGES[0]
+            r = row["judges"][j]
+            print(f"{method:>18} {target['name']:>22} {j}: floor {r['floor']:.3f} clone {r['clone']:.3f} ceil "
+                  f"{r['ceiling']:.3f} closure {r['closure'] if r['closure'] is None else round(r['closure'], 3)} "
+                  f"dnsmos {row['dnsmos']['clone']:.2f}/{row['dnsmos']['stock_mean']:.2f} {row['wall_seconds']:.0f}s",
+                  flush=True)
+            write(out, rows, meta(args))
+    return write(out, rows, meta(args))
+
+
+if __name__ == "__main__":
+    main()
