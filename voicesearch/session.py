@@ -100,7 +100,9 @@ def load_stock(config: dict[str, Any], renderer: Renderer) -> StockVoices:
     stock = StockVoices.from_folder(folder) if folder else renderer.stock_voices()
     if config.get("exclude_voices"):
         stock = stock.without(*config["exclude_voices"])
-    return stock
+    from .cpu import filter_stock
+
+    return filter_stock(stock, config)  # `stock_langs` (the CPU default): the text's language only
 
 
 def build_target(config: dict[str, Any], renderer: Renderer, stock_all: StockVoices | None = None) -> TargetSpeech:
@@ -180,6 +182,9 @@ def build(config: dict[str, Any], renderer: Renderer | None = None, target: Targ
     if budget.steps is None and budget.evals is None and budget.seconds is None:
         raise InputError("no budget: give --steps, --evals or --seconds")
     search = Search(strategy, scorer, renderer, target, budget, speed=float(config.get("speed", 1.0)))
+    from .cpu import score_texts
+
+    search.texts = score_texts(search.texts, scorer, config.get("score_seconds"))  # the CPU default cuts them short
     return Parts(renderer, stock, target, search)
 
 
