@@ -259,3 +259,34 @@ def test_cuda_compiled_generator_renders_what_the_eager_one_does(stock):
         audio = compiled.render_phonemes(packs, PHRASE, speed=SPEED)
         assert torch.equal(audio.lengths, eager.lengths)
         assert (audio.wave - eager.wave).abs().max().item() < 1e-3
+
+
+@pytest.mark.slow
+def test_checkpointed_generator_gives_the_same_audio_and_gradients(renderer, packs):
+    """Recomputing the generator's blocks in the backward pass changes memory, not the numbers."""
+    ids = tokenize(PHRASE)
+    checkpointed = renderer_module.KokoroRenderer(device="cpu", model=renderer.model, checkpoint=True)
+    grads, waves = [], []
+    for r in (renderer, checkpointed):
+        styles = packs[:2, len(ids) - 1].clone().requires_grad_(True)
+        wave, lengths, _ = r.synthesize_tokens(styles, ids, speed=SPEED, differentiable=True)
+        wave.square().sum().backward()
+        grads.append(styles.grad)
+        waves.append(wave.detach())
+    assert torch.equal(waves[0], waves[1])
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_cuda_checkpointed_generator_uses_less_memory(stock):
+    packs = torch.stack([stock[name] for name in VOICES]).cuda()
+    peaks = []
+    for checkpoint in (False, True):
+        r = renderer_module.KokoroRenderer(device="cuda", weights="pypi-int8", checkpoint=checkpoint)
+        styles = packs.clone().requires_grad_(True)
+        torch.cuda.reset_peak_memory_stats()
+        r.render_phonemes(styles, PHRASE, differentiable=True).wave.square().sum().backward()
+        peaks.append(torch.cuda.max_memory_allocated())
+    assert peaks[1] < peaks[0]

