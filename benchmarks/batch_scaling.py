@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.write_phonemes:
         write_phonemes(Path(args.write_phonemes), clips)
         return None
+    if os.environ.get("VOICESEARCH_PHONEMES"):  # Ray's workers inherit the environment, not the working directory
+        os.environ["VOICESEARCH_PHONEMES"] = str(Path(os.environ["VOICESEARCH_PHONEMES"]).resolve())
     with tempfile.TemporaryDirectory(prefix="batch_scaling_") as tmp:
         work = Path(args.work or tmp)
         (work / "targets").mkdir(parents=True, exist_ok=True)

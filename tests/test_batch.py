@@ -151,6 +151,13 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, monkeypatch,
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists() and not (tmp_path / "t" / "batch.lock").exists()
     assert [p.name for p in (tmp_path / "B2").iterdir()] == ["x"]
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed: said before any folder is made
+    monkeypatch.setattr(sys, "argv", ["voicesearch", "batch", str(tmp_path / "t"), "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "pip install 'voicesearch[ray]'" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_a_grid_batch_on_local_ray_with_one_worker(tmp_path):

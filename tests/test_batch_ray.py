@@ -205,10 +205,12 @@ def test_batch_finishes_resumes_after_kill_retries_and_summarises(setup):
     from voicesearch.run import RunRecorder
     from voicesearch.session import build
 
-    parts = build(json.loads((run_c / "config.json").read_text()))
-    parts.search.callbacks.append(RunRecorder(d / "solo", checkpoint_every=100))
-    parts.search.run()
-    solo = history(d / "solo")
-    assert [r["evals"] for r in solo] == [r["evals"] for r in rows_c]
-    for a, b in zip(solo, rows_c):
-        np.testing.assert_allclose(a["batch_scores"], b["batch_scores"], atol=1e-4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, max(os.cpu_count() or 1, 2) // 2))  # as each of the 2 workers ran (floats follow threads)
+    try:
+        parts = build(json.loads((run_c / "config.json").read_text()))
+        parts.search.callbacks.append(RunRecorder(d / "solo", checkpoint_every=100))
+        parts.search.run()
+    finally:
+        torch.set_num_threads(threads)
+    assert comparable(history(d / "solo")) == comparable(rows_c)

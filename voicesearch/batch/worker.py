@@ -150,8 +150,7 @@ class BatchWorker:
             return
         cached.load_state_dict(copy.deepcopy(fresh.state_dict()))
         cached.reset_reference()
-        parts.search.scorer = cached
-        parts.search.texts = cached.texts(parts.target)
+        parts.search.scorer = cached  # search.texts stay as build made them: same class, same options
 
     def _auto_batch(self, config: dict[str, Any], parts: Any, renderer: Any) -> Any:
         """`--batch auto`, probed once per worker for a renderer, scorer and strategy, then reused."""
