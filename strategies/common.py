@@ -6,62 +6,23 @@ hands its best points to the next stage through `warm_start(points, scores)`, wh
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import warnings
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from voicesearch.errors import InputError
+from voicesearch.options import opt_bool, opt_choice, opt_list, opt_number  # noqa: F401 - re-exported
+from voicesearch.rng import np_state_from_plain, np_state_to_plain, numpy_global_rng, numpy_state_from  # noqa: F401
 from voicesearch.space import SearchSpace
 from voicesearch.stock import StockVoices
 from voicesearch.strategy import Strategy
 from voicesearch.types import ScoreResult
 from voicesearch.voice import load_voice
 
-# ---------------------------------------------------------------- options (CLI strings or typed values)
-
-
-def opt_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InputError(f"option {name}={value!r} is not a boolean; use true or false")
-
-
-def opt_number(value: Any, name: str, cast: type = float, low: float | None = None, high: float | None = None) -> Any:
-    try:
-        number = float(value)
-        if cast is int:
-            if number != int(number):
-                raise ValueError
-            number = int(number)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"option {name}={value!r} is not {'an integer' if cast is int else 'a number'}") from None
-    if (low is not None and number < low) or (high is not None and number > high):
-        span = f"≥ {low}" if high is None else f"between {low} and {high}"
-        raise InputError(f"option {name}={value!r} is out of range; use a value {span}")
-    return number
-
-
-def opt_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise InputError(f"option {name}={value!r} is not one of: {', '.join(choices)}")
-    return text
-
-
-def opt_list(value: Any) -> list[str]:
-    """`"a,b"`, `["a", "b"]` or a single number -> list of strings."""
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value]
-    return [part.strip() for part in str(value).split(",") if part.strip()]
+# ---------------------------------------------------------------- small helpers (option parsers: voicesearch.options; numpy streams: voicesearch.rng)
 
 
 def column_median(x: torch.Tensor) -> torch.Tensor:
@@ -95,37 +56,6 @@ def replay_mismatch(what: str) -> None:
     warnings.warn(f"{what}: replaying the saved optimizer state did not land exactly where the checkpoint was "
                   "(another numpy/pycma/nevergrad version or CPU?); the search goes on, but not bit-identical to the "
                   "uninterrupted run", RuntimeWarning, stacklevel=2)
-
-
-@contextlib.contextmanager
-def numpy_global_rng(state: dict[str, Any]) -> Iterator[None]:
-    """Run code that draws from `np.random` (pycma does) on a private stream kept in `state["np"]`.
-
-    Other components of the loop may draw from the global numpy stream between asks; a private stream
-    makes the strategy's draws depend on its own history only, which exact resume needs.
-    """
-    outside = np.random.get_state()
-    np.random.set_state(state["np"])
-    try:
-        yield
-    finally:
-        state["np"] = np.random.get_state()
-        np.random.set_state(outside)
-
-
-def numpy_state_from(rng: torch.Generator) -> tuple:
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng))
-    return np.random.RandomState(seed).get_state()
-
-
-def np_state_to_plain(state: tuple) -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = state
-    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
-
-
-def np_state_from_plain(state: dict[str, Any]) -> tuple:
-    return (state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
 
 
 # ---------------------------------------------------------------- the shared opening
