@@ -36,6 +36,8 @@ def _key(name: str) -> str:
 class Chain(Strategy):
     """Stages in sequence (`chain:interpolate>cma-es>gradient`), each handing its best points to the next."""
 
+    wants_grad = None  # depends on the stages; an instance follows its current stage (set after every ask)
+
     def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16,
                  variant: Any = None, stages: Any = None, steps: Any = None, keep: Any = 16, **options: Any):
         spec = stages if stages not in (None, "") else variant
@@ -65,12 +67,13 @@ class Chain(Strategy):
         self.stages = [registry.get("strategies", n)(space=space, stock=stock, rng=rng, batch_size=batch_size, **o)
                        for n, o in zip(names, stage_options)]
         for name, stage, limit in zip(names[:-1], self.stages[:-1], self.limits[:-1]):
-            if not limit and type(stage).done is Strategy.done:
+            if not limit and type(stage).done is Strategy.done and type(stage).stop is Strategy.stop:
                 raise InputError(f"chain: stage {name!r} never ends by itself; give it a share of steps (steps=...)")
         self.index = 0
         self.stage_steps = 0
         self.top_x = torch.zeros(0, space.dim)
         self.top_scores = torch.zeros(0)
+        self.wants_grad = bool(self.stage.wants_grad)
 
     @classmethod
     def space_for(cls, options: dict[str, Any]) -> str:
@@ -85,37 +88,33 @@ class Chain(Strategy):
     def stage(self) -> Strategy:
         return self.stages[self.index]
 
-    @property
-    def wants_grad(self) -> bool:  # the loop asks before every render: it follows the current stage
-        return bool(self.stage.wants_grad)
-
     def restarts_reference(self) -> bool:
         return self.stage.restarts_reference()
 
-    def _stage_over(self) -> bool:
-        limit = self.limits[self.index]
-        return self.stage.done() or (limit > 0 and self.stage_steps >= limit)
+    def _stage_over(self) -> str | None:
+        """Why the current stage ends (its own reason, or its share of steps used), or None."""
+        name, limit = self.names[self.index], self.limits[self.index]
+        if self.stage.done():
+            return f"{name}: {self.stage.stop() or 'done'}"
+        return f"{name} used its {limit} steps" if limit > 0 and self.stage_steps >= limit else None
 
     def _advance(self) -> None:
-        handoff = getattr(self.stage, "handoff", lambda: None)()
+        handoff = self.stage.handoff()
         points, scores = handoff if handoff is not None else (self.top_x, self.top_scores)
         self.index += 1
         self.stage_steps = 0
         if points.shape[0]:
-            start = getattr(self.stage, "warm_start", None)
-            if start is not None:
-                start(points, scores)
-            else:
-                self.stage.start_x = points[0].clone()
+            self.stage.warm_start(points, scores)  # a stage that takes no warm start opens as it would alone
 
-    def warm_start(self, points: torch.Tensor, scores: torch.Tensor) -> None:
-        if hasattr(self.stages[0], "warm_start"):
-            self.stages[0].warm_start(points, scores)
+    def warm_start(self, points: torch.Tensor, scores: torch.Tensor) -> bool:
+        return self.stages[0].warm_start(points, scores)
 
     def ask(self) -> torch.Tensor:
         while self.index < len(self.stages) - 1 and self._stage_over():
             self._advance()
-        return self.stage.ask()
+        x = self.stage.ask()
+        self.wants_grad = bool(self.stage.wants_grad)  # the loop reads it after ask(): follow the current stage
+        return x
 
     def tell(self, x: torch.Tensor, result: ScoreResult) -> None:
         self.stage.tell(x, result)
@@ -125,8 +124,8 @@ class Chain(Strategy):
         order = torch.argsort(-scores, stable=True)[: self.keep]
         self.top_x, self.top_scores = points[order], scores[order]
 
-    def done(self) -> bool:
-        return self.index == len(self.stages) - 1 and self._stage_over()
+    def stop(self) -> str | None:
+        return self._stage_over() if self.index == len(self.stages) - 1 else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"index": self.index, "stage_steps": self.stage_steps, "top_x": self.top_x,

@@ -56,7 +56,7 @@ class CMAES(StagedStrategy):
         self.diagonal = space.dim > DIAGONAL_ABOVE if auto else opt_bool(diagonal, "diagonal")
         self.popsize = self.batch_size if popsize in (None, "") else opt_number(popsize, "popsize", int, 2, MAX_POPSIZE)
         self.start = str(start)
-        self.stop = opt_bool(stop, "stop")
+        self.use_stop = opt_bool(stop, "stop")  # not `self.stop`: that is the Strategy hook
         self.needs_ranking = self.start == "best"
         self.x0: torch.Tensor | None = None
         self.unit: torch.Tensor | None = None
@@ -102,11 +102,14 @@ class CMAES(StagedStrategy):
         self.fitness = torch.cat([self.fitness, fitness])
         self._asked = None
 
-    def done(self) -> bool:
-        return self.stop and self._es is not None and bool(self._es.stop())
+    def stop(self) -> str | None:
+        reasons = self._es.stop() if self.use_stop and self._es is not None else None
+        return "pycma: " + ", ".join(f"{k}={v}" for k, v in reasons.items()) if reasons else None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         refuse_pickled_state(state, "es")
+        if "stop" in state:  # checkpoints written before the `stop()` hook kept the option under this name
+            state = {("use_stop" if k == "stop" else k): v for k, v in state.items()}
         super().load_state_dict(state)
         self._es, self._asked = None, None
         if self.es_seed is not None:

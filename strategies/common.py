@@ -92,10 +92,6 @@ class StagedStrategy(Strategy):
     def observe(self, x: torch.Tensor, result: ScoreResult) -> None:
         raise NotImplementedError
 
-    def handoff(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Points worth handing to the next stage of a chain (best first), or None: the chain's own best."""
-        return None
-
     # -- shared machinery
     @property
     def stock_x(self) -> torch.Tensor:
@@ -106,10 +102,11 @@ class StagedStrategy(Strategy):
                                            for chunk in self.stock.packs.split(64)])
         return self._stock_x
 
-    def warm_start(self, points: torch.Tensor, scores: torch.Tensor) -> None:
+    def warm_start(self, points: torch.Tensor, scores: torch.Tensor) -> bool:
         """Start from given points (M, dim) with their scores (M,), best first, instead of ranking stock voices."""
         points = torch.as_tensor(points, dtype=torch.float32).reshape(-1, self.space.dim)
         self.warm_points, self.warm_scores = points.clone(), torch.as_tensor(scores, dtype=torch.float32).reshape(-1).clone()
+        return True
 
     def ranked(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Stock coordinates and scores, best first (ties keep the stock order)."""

@@ -37,7 +37,7 @@ class GradientAscent(StagedStrategy):
     """Adam on true gradients (differentiable renderer + scorer), B chains from the best stock voices, trust region."""
 
     default_space: ClassVar[str] = "pca"
-    wants_grad: ClassVar[bool] = True
+    wants_grad = True  # the class says it renders with gradients; the instance turns them off while ranking
     transient: ClassVar[tuple[str, ...]] = ("_stock_x", "_optimizer")
 
     def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16,

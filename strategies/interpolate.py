@@ -80,8 +80,8 @@ class InterpolationSearch(StagedStrategy):
                     self.voice_best_x[v] = x[i].detach().float().cpu()
         self.position += x.shape[0]
 
-    def done(self) -> bool:
-        return self.started and self.position >= self.grid_size
+    def stop(self) -> str | None:
+        return "every pair on the grid was scored" if self.started and self.position >= self.grid_size else None
 
     def handoff(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.voice_best_x is None:

@@ -110,8 +110,10 @@ class NevergradStrategy(StagedStrategy):
         self.ask_counts = [*self.ask_counts, len(losses)]
         self._asked = None
 
-    def done(self) -> bool:
-        return self.budget is not None and self.told >= self.budget
+    def stop(self) -> str | None:
+        if self.budget is not None and self.told >= self.budget:
+            return f"the optimizer's budget of {self.budget} evaluations was told"
+        return None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         refuse_pickled_state(state, "optimizer_pickle")

@@ -41,16 +41,26 @@ class Strategy(ABC):
 
     - `ask()` returns (B, space.dim) float32 CPU coordinates: one batch = one batched render.
     - `tell(x, result)` receives the same x and the scores (`result.total` (B,), higher is better).
-    - `wants_grad = True` makes the loop run renderer and scorer with autograd and fill `result.grad`
-      with d total / d x (B, dim).
-    - `done()` may end the search early (e.g. a finite grid was exhausted).
+    - `wants_grad`: whether the loop runs renderer and scorer with autograd and fills `result.grad` with
+      d total / d x (B, dim). The class value says whether the strategy ever wants gradients (tools that size
+      memory read `type(s).wants_grad`; None: it depends on the options, as a chain's on its stages). An
+      instance may set `self.wants_grad` to what its next batch needs (False while ranking stock voices):
+      the loop reads the instance's value after every `ask()`.
     - `restarts_reference()`: True when the batch just asked starts a new incumbent (KVoiceWalk's walk scores
       its start voice afresh): the loop then has the scorer forget running references such as an early exit.
     - `default_space` is the search space used when the user leaves `--space` at auto.
+
+    Optional hooks (the defaults mean "not supported"):
+    - `stop()` returns why the search should end now (a short text, like pycma's `stop()`), or None.
+      `done()` is `stop() is not None`; older strategies that override `done()` alone still work.
+    - `warm_start(points, scores)` starts from given points (M, dim), best first, instead of the strategy's own
+      opening, and returns True; a chain calls it on the next stage. The default takes nothing (False).
+    - `handoff()` returns the (points, scores), best first, worth handing to the next stage of a chain, or
+      None (the default): the chain then hands over the best points it has seen.
     """
 
     name: ClassVar[str] = ""
-    wants_grad: ClassVar[bool] = False
+    wants_grad: bool | None = False  # a class default; instances may set their own (see above)
     default_space: ClassVar[str] = "full"
 
     def __init__(self, space: SearchSpace, stock: StockVoices, rng: torch.Generator, batch_size: int = 16, **options: Any):
@@ -72,8 +82,21 @@ class Strategy(ABC):
         """The space `--space auto` picks for this strategy with these options: `default_space` unless overridden."""
         return cls.default_space
 
+    def stop(self) -> str | None:
+        """Why the search should end now (e.g. "grid exhausted"), or None to go on."""
+        return None
+
     def done(self) -> bool:
+        """True when the search should end: `stop()` gave a reason (override either)."""
+        return self.stop() is not None
+
+    def warm_start(self, points: torch.Tensor, scores: torch.Tensor) -> bool:
+        """Start from `points` (M, dim) with `scores` (M,), best first; True when taken (default: not supported)."""
         return False
+
+    def handoff(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(points, scores) for the next stage of a chain, best first; None (default): the chain's best points."""
+        return None
 
     def restarts_reference(self) -> bool:
         return False
