@@ -146,7 +146,7 @@ def clone_config(method: str, target: dict[str, Any], args: argparse.Namespace) 
     config = make_config(target={"paths": [str(target["path"])], "texts": [target["text"]], "max_seconds": 600.0},
                          device=args.device, seed=args.seed, budget={"steps": None, "evals": args.evals, "seconds": None},
                          exclude_voices=[target["name"]] if target["kind"] == "loo" else [],
-                         renderer={"name": args.renderer, "options": {"weights": args.weights}},
+                         renderer={"name": args.renderer, "options": renderer_options(args)},
                          plugins=list(args.plugin or []))
     if args.batch_size:
         config["batch_size"] = args.batch_size
@@ -157,6 +157,10 @@ def clone_config(method: str, target: dict[str, Any], args: argparse.Namespace) 
     elif spec.get("strategy_options"):
         config["strategy"]["options"] = dict(spec["strategy_options"])
     return config
+
+
+def renderer_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"weights": args.weights, **({"checkpoint": True} if args.grad_checkpoint else {})}
 
 
 def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, renderer: Any, judge: Judge,
@@ -281,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--renderer", default="kokoro")
     p.add_argument("--weights", default="auto")
     p.add_argument("--plugin", action="append")
+    p.add_argument("--grad-checkpoint", action="store_true",
+                   help="recompute the generator in the backward pass (less GPU memory: several processes share a GPU)")
     p.add_argument("--out", required=True)
     p.add_argument("--merge", nargs="*", help="merge these result files into --out, then exit")
     p.add_argument("--write-phonemes", help="phonemize every text needed into this JSON file, then exit")
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
-    renderer = build_renderer(make_config(device=args.device, renderer={"name": args.renderer, "options": {"weights": args.weights}}))
+    renderer = build_renderer(make_config(device=args.device, renderer={"name": args.renderer, "options": renderer_options(args)}))
     folder = voices_folder_from_env()
     stock_all = StockVoices.from_folder(folder) if folder else renderer.stock_voices()
     judge = Judge(JUDGES, renderer, args.device)
