@@ -12,7 +12,6 @@ Total = OVRL (or `total="sig"|"bak"`). Parts: sig, bak, ovrl.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from voicesearch.errors import InputError
+from voicesearch.packagefiles import package_file
 from voicesearch.renderer import Renders
 from voicesearch.resample import resample
 from voicesearch.scorer import Scorer
@@ -36,13 +36,7 @@ POLY_OVRL = (-0.06766283, 1.11546468, 0.04602535)
 
 def model_path() -> Path:
     """`speechmos/dnsmos_models/sig_bak_ovr.onnx`, found without importing speechmos."""
-    spec = importlib.util.find_spec("speechmos")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("the DNSMOS models come with speechmos: pip install speechmos")
-    path = Path(list(spec.submodule_search_locations)[0]) / "dnsmos_models" / "sig_bak_ovr.onnx"
-    if not path.is_file():
-        raise InputError(f"DNSMOS model missing at {path}: reinstall speechmos")
-    return path
+    return package_file("speechmos", "dnsmos_models/sig_bak_ovr.onnx", "pip install speechmos (it ships the DNSMOS models)")
 
 
 def segments(wave: np.ndarray) -> np.ndarray:

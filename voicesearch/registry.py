@@ -84,6 +84,14 @@ def get(kind: str, name: str) -> Any:
     raise InputError(f"unknown {SINGULAR[kind]} {name!r}; {hint} (`voicesearch {kind}` lists them)")
 
 
+def auto_space(strategy: str, options: dict[str, Any]) -> str:
+    """The space a strategy (a registry name, perhaps `base:variant`) asks for when the user leaves it to it."""
+    cls = get("strategies", strategy)
+    base, bound = getattr(cls, "func", cls), getattr(cls, "keywords", {})  # a variant comes as functools.partial
+    space_for = getattr(base, "space_for", None)
+    return space_for({**bound, **options}) if space_for else getattr(base, "default_space", "full")
+
+
 def describe(kind: str) -> list[tuple[str, str, str]]:
     """(name, one-line doc, origin) for every plug-in; a broken one says why instead of its doc."""
     rows = []
