@@ -304,3 +304,16 @@ def test_options_arrive_as_strings_and_bad_ones_say_what_to_do(problem, pca):
         make(FiniteDifferenceAdam, pca, problem, optimizer="sgd")
     with pytest.raises(TypeError, match="unknown options"):
         make(GradientAscent, pca, problem, learning_rate=0.1)
+
+
+def test_cma_es_checkpoint_from_before_the_stop_hook_resumes(problem, pca):
+    """Checkpoints written before Strategy.stop() kept cma-es's `stop` option under the key "stop": still loads."""
+    strategy = make(CMAES, pca, problem, stop="false")
+    run(strategy, problem, RANK_STEPS + 2)
+    state = strategy.state_dict()
+    old = {("stop" if k == "use_stop" else k): v for k, v in state.items()}
+    assert "stop" in old and "use_stop" not in old
+    resumed = make(CMAES, pca, problem)
+    resumed.load_state_dict(old)
+    assert resumed.use_stop is False and resumed.stop() is None and not resumed.done()
+    assert torch.equal(resumed.ask(), strategy.ask())
