@@ -11,6 +11,7 @@ always of a step boundary, and loading one runs no code (docs/run-directory.md s
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -96,16 +97,24 @@ def set_rng_states(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def checkpoint_bytes(search: Search) -> bytes:
-    """The whole state of a search at a step boundary, serialised (tensors, numbers, strings: no objects)."""
-    state = {
+def step_state(search: Search) -> dict[str, Any]:
+    """What changes from step to step (progress, strategy, scorer, RNGs), copied: it stays as it is now.
+
+    The space is left out: its tensors (a PCA basis is 27 MB) are fixed for the whole search; `checkpoint_bytes`
+    adds them when the state is written."""
+    return copy.deepcopy({
         "format": CHECKPOINT_FORMAT,
         "progress": search.progress.state_dict(),
         "strategy": search.strategy.state_dict(),
         "scorer": search.scorer.state_dict(),
-        "space": search.strategy.space.state_dict(),
         "rng": rng_states(),
-    }
+    })
+
+
+def checkpoint_bytes(search: Search, state: dict[str, Any] | None = None) -> bytes:
+    """The whole state of a search at a step boundary (or `state` from `step_state`, with the space's),
+    serialised: tensors, numbers, strings; no objects."""
+    state = {**(state if state is not None else step_state(search)), "space": search.strategy.space.state_dict()}
     buf = io.BytesIO()
     torch.save(state, buf)
     return buf.getvalue()
@@ -223,7 +232,7 @@ def _floats(t: torch.Tensor) -> list[float]:
 class RunRecorder(Callback):
     """Writes history, best voice, checkpoints and samples into a run directory.
 
-    After every step it serialises the search's state (in memory; a few ms) and writes it as the checkpoint every
+    After every step it copies the search's state (in memory, `step_state`) and writes it as the checkpoint every
     `checkpoint_every` steps and whenever the search ends. A search that stops mid-step (a second Ctrl-C, out of
     memory, plug-in code exiting) thus leaves the checkpoint of the last whole step, never a state past `ask()`.
     `saved_step` is the step of the checkpoint on disk (None: this recorder wrote none).
@@ -238,7 +247,7 @@ class RunRecorder(Callback):
         self._last_best_save = 0.0
         self._best_dirty = False
         self.saved_step: int | None = None
-        self._boundary: tuple[int, bytes] | None = None  # (step, checkpoint bytes) of the last whole step
+        self._boundary: tuple[int, dict[str, Any]] | None = None  # (step, step_state) of the last whole step
 
     def on_start(self, search: Search) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -261,7 +270,7 @@ class RunRecorder(Callback):
         }
         with open(self.dir / HISTORY, "a") as f:
             f.write(json.dumps(row) + "\n")
-        self._boundary = (p.step, checkpoint_bytes(search))
+        self._boundary = (p.step, step_state(search))
         self._best_dirty |= improved
         if self._best_dirty and time.monotonic() - self._last_best_save > 2.0:
             self.save_best(search)
@@ -276,19 +285,19 @@ class RunRecorder(Callback):
         save_voice(pack, self.dir / "voice_best.npz", name="voice_best")
         self._last_best_save, self._best_dirty = time.monotonic(), False
 
-    def _write_boundary(self) -> None:
+    def _write_boundary(self, search: Search) -> None:
         if self._boundary is not None and self._boundary[0] != self.saved_step:
-            atomic_write_bytes(self.dir / CHECKPOINT, self._boundary[1])
+            atomic_write_bytes(self.dir / CHECKPOINT, checkpoint_bytes(search, self._boundary[1]))
             self.saved_step = self._boundary[0]
 
     def checkpoint(self, search: Search, final: bool = False) -> None:
         self.save_best(search)
-        self._write_boundary()
+        self._write_boundary(search)
         for hook in self.on_checkpoint:
             hook(search, self.dir, final)
 
     def on_end(self, search: Search, interrupted: bool) -> None:
-        self._write_boundary()  # the last whole step, whatever stopped the search
+        self._write_boundary(search)  # the last whole step, whatever stopped the search
         if self._boundary is None or search.progress.step != self._boundary[0]:
             return  # no whole step in this run, or progress past the checkpoint (stopped right after update)
         self.save_best(search)
