@@ -5,6 +5,7 @@
 import torch
 
 from voicesearch import Strategy, register
+from voicesearch.options import opt_number  # CLI text or a number -> a checked number (one-line error)
 
 
 @register("strategies", "shrinking-climb")
@@ -13,7 +14,7 @@ class ShrinkingClimb(Strategy):
 
     def __init__(self, *args, step: float = 0.5, shrink: float = 0.8, **kwargs):
         super().__init__(*args, **kwargs)
-        self.step, self.shrink = float(step), float(shrink)
+        self.step, self.shrink = opt_number(step, "step", low=0.0), opt_number(shrink, "shrink", float, 0.0, 1.0)
         self.center = self.space.from_packs(self.stock.packs.mean(0, keepdim=True))[0]
         self.best = -float("inf")
 
