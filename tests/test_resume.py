@@ -105,3 +105,22 @@ def test_evals_budget_never_overshoots_and_a_trimmed_run_resumes(tmp_path):
     resumed.callbacks.append(Asked())
     assert resumed.run().evals == 32
     assert torch.equal(seen[4][:2], seen[3])  # the cut population, asked again in full
+
+
+def test_a_history_line_cut_by_a_crash_is_dropped_before_the_run_appends(tmp_path):
+    """kill -9 in the middle of writing a row leaves half a line without a newline: resume must not append to it."""
+    stock = FakeRenderer().stock_voices()
+    full = _search(stock)
+    full.callbacks.append(RunRecorder(tmp_path / "full", checkpoint_every=2))
+    full.run()
+    part = _search(stock)
+    part.callbacks += [RunRecorder(tmp_path / "part", checkpoint_every=2), InterruptAt(4)]
+    with pytest.raises(KeyboardInterrupt):
+        part.run()
+    with open(tmp_path / "part" / "history.jsonl", "a") as f:
+        f.write('{"step": 5, "evals": 3')  # the crash
+    resumed = _search(stock)
+    load_checkpoint(resumed, tmp_path / "part" / "checkpoint.pt")
+    resumed.callbacks.append(RunRecorder(tmp_path / "part", checkpoint_every=2))
+    resumed.run()
+    assert _comparable(read_history(tmp_path / "part")) == _comparable(read_history(tmp_path / "full"))

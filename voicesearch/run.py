@@ -251,9 +251,10 @@ class RunRecorder(Callback):
 
     def on_start(self, search: Search) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        history = read_history(self.dir)
+        skipped: list[int] = []
+        history = read_history(self.dir, skipped)
         kept = [r for r in history if r["step"] <= search.progress.step]
-        if len(kept) != len(history) or not (self.dir / HISTORY).exists():
+        if len(kept) != len(history) or skipped or not (self.dir / HISTORY).exists():  # a cut line is not appended to
             atomic_write_bytes(self.dir / HISTORY, "".join(json.dumps(r) + "\n" for r in kept).encode())
         if (self.dir / CHECKPOINT).is_file() and search.progress.step:
             self.saved_step = search.progress.step  # resumed from it
