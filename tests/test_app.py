@@ -207,6 +207,9 @@ def test_app_runner_stops_and_resumes_a_run_directory(tmp_path, clip):
     evals = json.loads((job.run_dir / "history.jsonl").read_text().splitlines()[-1])["evals"]
     with pytest.raises(InputError, match="spent"):
         runner.resume(str(job.run_dir), evals)
+    stranger = Runner(tmp_path / "runs", {**runner.defaults, "plugins": []})
+    with pytest.raises(InputError, match="names plug-in code"):  # a config never loads code by itself
+        stranger.resume(str(job.run_dir), evals + 4)
     again = runner.resume(str(job.run_dir), evals + 4)
     again.thread.join(120)
     rows = [json.loads(l) for l in (job.run_dir / "history.jsonl").read_text().splitlines()]

@@ -79,7 +79,7 @@ def test_clone_with_a_plugin_transcriber_then_resume_without_it(tmp_path, clip):
     assert (out / "clip.txt").read_text() == "a clip of 2.5 seconds\n"
     assert json.loads((out / "config.json").read_text())["target"]["texts"] == ["a clip of 2.5 seconds"]
     # resume rebuilds the target from config.json: no transcriber, no plug-in transcription again
-    res = cli("resume", out, "--steps", "3")
+    res = cli("resume", out, "--steps", "3", "--plugin", FAKES)
     assert res.returncode == 0 and "transcript" not in res.stdout, res.stderr
     assert len((out / "history.jsonl").read_text().splitlines()) == 3
 

@@ -138,6 +138,11 @@ class Runner:
         config = read_config(path)
         if not (path / CHECKPOINT).is_file():
             raise InputError(f"{path} has no {CHECKPOINT} to resume from")
+        named = list(config.get("plugins") or [])
+        given = [str(Path(p).resolve()) if str(p).endswith(".py") else p for p in self.defaults["plugins"]]
+        if named and not set(named) <= set(given):  # as `voicesearch resume`: a config never runs code by itself
+            raise InputError(f"{path}/config.json names plug-in code ({', '.join(named)}), which the app loads only when "
+                             f"started with it: voicesearch app {' '.join('--plugin ' + p for p in named)}")
         history = read_history(path)
         if history and history[-1]["evals"] >= int(evals):
             raise InputError(f"{path} has spent {history[-1]['evals']} evaluations already; give more evaluations to go on")
