@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from voicesearch.errors import InputError
+from voicesearch.options import opt_bool
 from voicesearch.renderer import Renders
 from voicesearch.resample import resample
 from voicesearch.scorer import Scorer
@@ -142,7 +143,7 @@ class EmbeddingScorer(Scorer):
     ):
         super().__init__(device=device, **options)
         self.probes = _count(probes, "probes", len(PROBE_TEXTS))
-        self.transcript = _flag(transcript, "transcript")
+        self.transcript = opt_bool(transcript, "transcript")
         if not self.transcript and self.probes == 0:
             raise InputError("transcript=false needs probes >= 1: the scorer must render some text")
         self.augment = ChannelAugment(_strength(augment))
@@ -222,17 +223,6 @@ def _count(value: Any, name: str, most: int) -> int:
     if not 0 <= n <= most:
         raise InputError(f"option {name}={value!r} is out of range; use 0 to {most}")
     return n
-
-
-def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InputError(f"option {name}={value!r} is not a boolean; use true or false")
 
 
 def _strength(value: Any) -> float:
