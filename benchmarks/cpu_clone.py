@@ -7,9 +7,9 @@
    the command's start to its exit (imports, model load, target, search, samples, report), the CPU time it used,
    evaluations, evaluations per second; the machine's load average sampled every 5 s meanwhile (the machine is
    shared: wall time depends on what else runs, CPU time much less).
-2. quality (not in the clone's time): `voicesearch.evaluate` judges the clone on two held-out sentences (the
-   judge texts of benchmarks/clone_quality.py, issue #12's protocol) with ECAPA (which the search did not
-   optimise) and Resemblyzer (which it did), next to the best English stock voice under ECAPA.
+2. quality (not in the clone's time): the clone and every English stock voice speak two held-out sentences (the
+   judge texts of benchmarks/clone_quality.py, issue #12's protocol); ECAPA (which the search did not optimise)
+   and Resemblyzer (which it did) give each a cosine to the target; the floor is a judge's best stock voice.
 3. profile: the pieces of one evaluation for the old CPU defaults (torch renderer on the dequantized weights, the
    whole 27-s transcript, population 16, all 54 stock voices) and the new ones (kokoro-onnx with a worker per core,
    the first ~5 s of the transcript, population 8, the 28 English voices): model load, G2P, render per voice,
@@ -130,12 +130,13 @@ def clone(target: Path, run_dir: Path, extra: list[str]) -> dict[str, Any]:
 
 
 def judge(run_dir: Path, target: Path) -> dict[str, Any]:
-    """The clone and the best English stock voice (by ECAPA) on the held-out judge texts."""
+    """Each judge's cosine to the target for the clone and for every English stock voice on the held-out judge
+    texts (mean over texts); the floor under a judge is its best stock voice (issue #12's protocol)."""
     import torch
 
     from voicesearch.audio import load_target
     from voicesearch.cpu import filter_stock, usable_cores
-    from voicesearch.evaluate import evaluate
+    from voicesearch.evaluate import _Judges, load_candidate
     from voicesearch.kokoro.onnx_renderer import OnnxRenderer
     from voicesearch.kokoro.voices import resolve_stock_voices
 
@@ -143,12 +144,21 @@ def judge(run_dir: Path, target: Path) -> dict[str, Any]:
     torch.set_num_threads(usable_cores())
     renderer = OnnxRenderer(workers="auto")
     stock = filter_stock(resolve_stock_voices(None)[0], {"stock_langs": ["a", "b"]})
-    tgt = load_target([target], sample_rate=renderer.sample_rate)
-    result = evaluate(run_dir, tgt, JUDGE_TEXTS, ["ecapa", "resemblyzer"], renderer, stock, "cpu")
-    return {"judges": result["judges"], "texts": JUDGE_TEXTS, "renderer": renderer.weights_source,
-            "stock": f"{len(stock)} English stock voices",
-            "clone": result["candidate"]["scores"], "best_stock": {"name": result["best_stock"]["name"], **result["best_stock"]["scores"]},
-            "delta": result["delta"], "top_stock_by_ecapa": result["stock_ranking"], "seconds": round(time.perf_counter() - t0, 1)}
+    judges = _Judges(["ecapa", "resemblyzer"], load_target([target], sample_rate=renderer.sample_rate), renderer, "cpu")
+    _, pack = load_candidate(run_dir)
+    packs = torch.cat([pack[None], stock.packs])
+    with torch.no_grad():
+        scored = judges.score(packs, JUDGE_TEXTS, [0, 1])
+    out: dict[str, Any] = {"texts": JUDGE_TEXTS, "renderer": renderer.weights_source, "stock": f"{len(stock)} English stock voices"}
+    for j, name in enumerate(judges.names):
+        totals = scored[j]["total"].mean(1)
+        best = int(totals[1:].argmax())
+        out[name] = {"clone": round(float(totals[0]), 4), "floor": round(float(totals[1 + best]), 4),
+                     "floor_voice": stock.names[best], "clone_minus_floor": round(float(totals[0] - totals[1 + best]), 4),
+                     "clone_rank": int((totals[1:] > totals[0]).sum()) + 1,
+                     "optimized_by_the_search": name == "resemblyzer"}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ the profile
@@ -243,6 +253,8 @@ def main() -> None:
     ap.add_argument("--no-judge", action="store_true", help="skip the held-out quality judgement")
     ap.add_argument("--profile-voices", type=int, default=4, help="voices per profiled piece (0: no profile)")
     ap.add_argument("--profile-only", action="store_true")
+    ap.add_argument("--judge-run", type=Path, default=None, help="only judge this run directory (a clone this script made) "
+                    "and put the figures into --out's quality section")
     args = ap.parse_args()
     if not args.target.is_file() or not args.target.with_suffix(".txt").is_file():
         raise SystemExit(f"{args.target} (with its .txt transcript) not found; give --target")
@@ -254,6 +266,14 @@ def main() -> None:
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "device": machine(), "versions": versions(),
         "target": str(args.target), "goal": "a default CPU clone of the example target in <= 10 min wall, model load and report included",
     }
+    if args.judge_run is not None:
+        with LoadSampler() as load:
+            quality = judge(args.judge_run, args.target)
+        quality["load"], quality["command"] = load.record(), result["command"]
+        result = {**json.loads(args.out.read_text()), "quality": quality}
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(quality, indent=1), f"\nwrote {args.out}", flush=True)
+        return
     if not args.profile_only:
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = args.run_dir or Path(tmp) / "run"
