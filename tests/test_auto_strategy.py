@@ -62,6 +62,6 @@ def test_clone_records_the_resolved_choice_and_resumes_it(tmp_path):
     assert res.returncode == 0, res.stderr
     config = json.loads((out / "config.json").read_text())
     assert (config["strategy"]["name"], config["space"]["name"]) == ("cma-es", "pca")
-    res = cli("resume", out, "--steps", "3")
+    res = cli("resume", out, "--steps", "3", "--plugin", FAKES)  # resume runs plug-in code only when named
     assert res.returncode == 0, res.stderr
     assert len((out / "history.jsonl").read_text().splitlines()) == 3
