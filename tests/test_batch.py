@@ -180,7 +180,9 @@ def test_a_grid_batch_on_local_ray_with_one_worker(tmp_path):
         assert job["best"] == pytest.approx(rows[-1]["best"], abs=1e-6)
         assert json.loads((run / "config.json").read_text())["strategy"]["name"] == job["strategy"]
         assert (run / "voice_final.pt").is_file() and (run / "report.html").is_file()
-    again = cli("batch", "--resume", batch)  # nothing left to do
+    again = cli("batch", "--resume", batch)  # plug-ins are code: a resume loads them only when named again
+    assert again.returncode == 2 and f"--plugin {FAKES}" in again.stderr
+    again = cli("batch", "--resume", batch, "--plugin", FAKES)  # nothing left to do
     assert again.returncode == 0 and "4 done before" in again.stdout
 
 

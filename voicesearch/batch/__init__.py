@@ -69,9 +69,10 @@ def start(source: Path, settings: Settings, folder: Path | None = None, *, addre
 
 
 def resume(folder: Path, *, address: str | None = None, workers: int | None = None, retries: int = 1,
-           console: Console | None = None) -> dict[str, Any]:
+           plugins: list[str] | None = None, console: Console | None = None) -> dict[str, Any]:
     """Continue a batch: finished jobs are skipped, interrupted ones resume from their checkpoints, failed ones rerun.
-    `workers` and `address` default to those the batch was started with."""
+    `workers` and `address` default to those the batch was started with. Plug-ins are Python code: those the plan
+    names are loaded only when given again in `plugins` (as `voicesearch resume --plugin`)."""
     from .driver import import_ray, run_batch
 
     folder = Path(folder)
@@ -82,6 +83,7 @@ def resume(folder: Path, *, address: str | None = None, workers: int | None = No
     lock = BatchLock(folder).acquire()
     try:
         plan = read_plan(folder)
+        _confirm_plugins(plan, folder, plugins)
         before = plan.get("run_options") if isinstance(plan.get("run_options"), dict) else {}
         stored_workers, stored_address = before.get("workers"), before.get("address")
         if workers is None and isinstance(stored_workers, int) and not isinstance(stored_workers, bool) and stored_workers >= 1:
@@ -91,3 +93,17 @@ def resume(folder: Path, *, address: str | None = None, workers: int | None = No
         return run_batch(folder, plan, address=address, workers=workers, retries=retries, console=console)
     finally:
         lock.release()
+
+
+def _confirm_plugins(plan: dict[str, Any], folder: Path, plugins: list[str] | None) -> None:
+    import shlex
+
+    named = sorted({p for job in plan["jobs"] for p in job["config"].get("plugins") or []})
+    if named and not plugins:
+        flags = " ".join(f"--plugin {shlex.quote(str(p))}" for p in named)
+        raise InputError(f"{folder}/batch.json names plug-in code ({', '.join(map(str, named))}), which a resume loads "
+                         f"only when you name it: voicesearch batch --resume {shlex.quote(str(folder))} {flags}")
+    if plugins:
+        given = [str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins]
+        for job in plan["jobs"]:
+            job["config"]["plugins"] = list(given)

@@ -34,7 +34,8 @@ def batch(
     strategy_opt: Optional[list[str]] = Opt(None, "--strategy-opt", help="key=value option for the strategy (repeatable)."),
     scorer_opt: Optional[list[str]] = Opt(None, "--scorer-opt", help="key=value option for the scorer (repeatable)."),
     space_opt: Optional[list[str]] = Opt(None, "--space-opt", help="key=value option for the space (repeatable)."),
-    plugin: Optional[list[str]] = Opt(None, "--plugin", help="Python file or module that registers plug-ins (repeatable)."),
+    plugin: Optional[list[str]] = Opt(None, "--plugin", help="Python file or module that registers plug-ins (repeatable; "
+                                      "with --resume, the plug-ins the batch names must be given again: they are code)."),
     checkpoint_every: Optional[int] = Opt(None, help="Checkpoint every N steps (default 10)."),
     max_audio_seconds: Optional[float] = Opt(None, help="Refuse target clips longer than this (default 600)."),
     workers: Optional[int] = Opt(None, "--workers", "-w", help="Workers: default one per GPU of the Ray cluster, "
@@ -63,13 +64,13 @@ def batch(
                     "--steps": steps, "--evals": evals, "--seconds": seconds, "--batch": batch_size, "--device": device,
                     "--seed": seed, "--weights": weights, "--voices": voices, "--exclude": exclude, "--renderer": renderer,
                     "--precision": precision, "--compile": compile or None, "--strategy-opt": strategy_opt,
-                    "--scorer-opt": scorer_opt, "--space-opt": space_opt, "--plugin": plugin,
+                    "--scorer-opt": scorer_opt, "--space-opt": space_opt,
                     "--checkpoint-every": checkpoint_every, "--max-audio-seconds": max_audio_seconds}
     if resume is not None:
         given = [k for k, v in plan_options.items() if v is not None]
         if given:
             raise InputError(f"--resume continues a batch with the settings it was started with; leave out {', '.join(given)}")
-        outcome = resume_batch(resume, address=address, workers=workers, retries=retries)
+        outcome = resume_batch(resume, address=address, workers=workers, retries=retries, plugins=plugin)
         folder = resume
     else:
         if targets is None:

@@ -111,6 +111,7 @@ class BatchWorker:
                     "seconds": row.get("seconds", 0.0), "resumed": True}
         if resume:
             config = read_config(run_dir)  # what the run really uses (auto choices made concrete)
+            config["plugins"] = list(job["config"].get("plugins") or [])  # the plan's, confirmed by the user, not the file's
         else:
             if run_dir.exists():  # an attempt that died before its first checkpoint: nothing in it to keep
                 shutil.rmtree(run_dir)
