@@ -140,6 +140,15 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, monkeypatch,
         (("batch", "--resume", tmp_path / "t"), "not a batch folder"),
         (("batch", "--resume", out, "--evals", "5"), "leave out --evals"),
     ]
+    (tmp_path / "B3").mkdir()
+    (tmp_path / "B3" / "batch.json").write_text("{")
+    cases.append((("batch", "--resume", tmp_path / "B3"), "is not valid JSON"))
+    plan = {"version": 1, "status": {}, "jobs": [{"id": "a", "run": "runs/a", "config": {
+        "target": {"paths": ["a.wav"]}, "strategy": {"name": "cma-es"}, "scorer": {"name": "resemblyzer"},
+        "space": {"name": "auto"}, "renderer": {"name": "kokoro"}, "budget": {"evals": 4}, "batch_size": 10**9}}]}
+    (tmp_path / "B4").mkdir()
+    (tmp_path / "B4" / "batch.json").write_text(json.dumps(plan))
+    cases.append((("batch", "--resume", tmp_path / "B4"), "batch_size must be an integer"))
     (tmp_path / "B2" / "x").mkdir(parents=True)
     cases.append((("batch", tmp_path / "t", "--out", tmp_path / "B2"), "already exists and is not empty"))
     for args, message in cases:
@@ -151,6 +160,7 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, monkeypatch,
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists() and not (tmp_path / "t" / "batch.lock").exists()
     assert [p.name for p in (tmp_path / "B2").iterdir()] == ["x"]
+    assert sorted(p.name for p in (tmp_path / "B4").iterdir()) == ["batch.json"]  # no lock file left in it
     monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed: said before any folder is made
     monkeypatch.setattr(sys, "argv", ["voicesearch", "batch", str(tmp_path / "t"), "--out", str(out)])
     with pytest.raises(SystemExit) as exit_:

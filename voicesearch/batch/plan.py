@@ -89,7 +89,7 @@ def make_jobs(targets: list[Target], s: Settings) -> list[dict[str, Any]]:
     A manifest row's strategy/scorer replaces the grid's for that target. The id is the target's name when the
     batch runs one strategy and one scorer, else `NAME--STRATEGY--SCORER` (file-name-safe).
     """
-    from ..session import check_names
+    from ..session import check_names, validate_config
 
     combos = []
     for t in targets:
@@ -106,6 +106,7 @@ def make_jobs(targets: list[Target], s: Settings) -> list[dict[str, Any]]:
         used.add(jid.lower())
         config = job_config(t, st, sc, s)
         check_names(config)  # unknown strategy/scorer/space/renderer names fail here, before anything is written
+        validate_config(config, f"target {t.name}")
         jobs.append({"id": jid, "target": t.name, "strategy": st, "scorer": sc, "run": f"{RUNS}/{jid}", "config": config})
     return jobs
 
@@ -154,8 +155,17 @@ def read_plan(folder: Path) -> dict[str, Any]:
                   and j.get("run") == f"{RUNS}/{j['id']}" and slug(j["id"]) == j["id"] for j in plan["jobs"]))
     if not ok:
         raise InputError(f"{path} is not a batch plan this version understands; the batch folder is damaged")
+    from ..session import validate_config
+
     for j in plan["jobs"]:
-        plan["status"].setdefault(j["id"], {"status": "pending", "attempts": 0})
+        validate_config(j["config"], f"{path} ({j['id']})")  # batch.json is user input too: field by field
+        if not isinstance(plan["status"].get(j["id"], {}), dict):
+            raise InputError(f"{path} is not a batch plan this version understands; the batch folder is damaged")
+        st = plan["status"].setdefault(j["id"], {"status": "pending", "attempts": 0})
+        if st.get("status") not in STATUSES:
+            st["status"] = "pending"
+        if not isinstance(st.get("attempts"), int) or isinstance(st.get("attempts"), bool):
+            st["attempts"] = 0
     return plan
 
 
