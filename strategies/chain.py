@@ -89,6 +89,17 @@ class Chain(Strategy):
     def restarts_reference(self) -> bool:
         return self.stage.restarts_reference()
 
+    def may_want_grad(self) -> bool:
+        return any(stage.may_want_grad() for stage in self.stages)
+
+    def known_stock_scores(self) -> torch.Tensor | None:
+        """The first stage's ranking of the stock voices (the stages share the chain's stock)."""
+        for stage in self.stages:
+            scores = stage.known_stock_scores()
+            if scores is not None:
+                return scores
+        return None
+
     def _stage_over(self) -> str | None:
         """Why the current stage ends (its own reason, or its share of steps used), or None."""
         name, limit = self.names[self.index], self.limits[self.index]

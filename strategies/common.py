@@ -108,6 +108,10 @@ class StagedStrategy(Strategy):
         self.warm_points, self.warm_scores = points.clone(), torch.as_tensor(scores, dtype=torch.float32).reshape(-1).clone()
         return True
 
+    def known_stock_scores(self) -> torch.Tensor:
+        """The opening's ranking so far: a score per stock voice, NaN for those not yet scored."""
+        return self.stock_scores
+
     def ranked(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Stock coordinates and scores, best first (ties keep the stock order)."""
         order = torch.argsort(-self.stock_scores, stable=True)

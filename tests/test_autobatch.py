@@ -6,12 +6,15 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from tests import fakes  # registers the fake renderer, scorer and strategy
 from tests.test_cli import cli, fake_clone
 from voicesearch.autobatch import CPU_BATCH, DoesNotFit, PopulationProbe, choose, parse_batch, resolve
 from voicesearch.errors import InputError
+from voicesearch.loop import Budget, Search
 from voicesearch.session import make_config
+from voicesearch.space import FullPackSpace
 
 
 def rates(table: dict[int, float], fits_below: int | None = None):
@@ -140,7 +143,8 @@ def test_real_probe_measures_restores_state_and_detects_splits():
     renderer = SplittingRenderer(limit=16)
     scorer = CountingScorer()
     stock = renderer.stock_voices()
-    probe = PopulationProbe(renderer, scorer, fakes.fake_target(), stock)
+    strategy = fakes.HillClimb(FullPackSpace(stock), stock, torch.Generator(), batch_size=8)
+    probe = PopulationProbe(Search(strategy, scorer, renderer, fakes.fake_target(), Budget(steps=1)))
     assert probe(8) > 0
     assert scorer.scored == 0  # the search starts as if never probed
     assert renderer.max_batch == 4  # put back after the probe raised it to 8

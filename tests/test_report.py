@@ -1,4 +1,4 @@
-"""The run report, built from a real (cheap) finished run: Search + RunRecorder + report_hook on CPU.
+"""The run report, built from a real (cheap) finished run: Search + RunRecorder + ReportRecorder on CPU.
 
 The run is a demo-like clone with the sine-partial fake renderer: the target is a blend of two stock
 voices that the search may not use, exactly as `voicesearch demo` does with Kokoro.
@@ -22,8 +22,8 @@ from tests.fakes import FakeRenderer, FakeSpectrumScorer, HillClimb
 from voicesearch.demo import demo_target
 from voicesearch.loop import Budget, Callback, Search
 from voicesearch.renderer import Renders
-from voicesearch.report import (REPORT, STOCK_SCORES, TRAJECTORY, append_trajectory, build_report, report_hook,
-                               score_stock)
+from voicesearch.report import REPORT, STOCK_SCORES, TRAJECTORY, build_report
+from voicesearch.report_recorder import ReportRecorder, append_trajectory, score_stock
 from voicesearch.run import CONFIG, RunRecorder, read_history, write_json
 from voicesearch.session import make_config
 from voicesearch.space import OffsetSpace
@@ -37,12 +37,12 @@ STEPS, CHECKPOINT_EVERY = 12, 3
 class Snapshot(Callback):
     """Keeps the page as it was at the first checkpoint, while the run was going."""
 
-    def __init__(self):
-        self.page = None
+    def __init__(self, run_dir):
+        self.run_dir, self.page = run_dir, None
 
-    def hook(self, search, run_dir, final):
-        if self.page is None and not final and (run_dir / REPORT).is_file():
-            self.page = (run_dir / REPORT).read_text()
+    def on_step(self, search, x, result, improved):
+        if self.page is None and (self.run_dir / REPORT).is_file():
+            self.page = (self.run_dir / REPORT).read_text()
 
 
 def _search(stock, renderer=None, steps=STEPS):
@@ -52,7 +52,7 @@ def _search(stock, renderer=None, steps=STEPS):
     return Search(strategy, FakeSpectrumScorer(), renderer, demo_target(renderer, stock, HIDDEN), Budget(steps=steps))
 
 
-def _run(run_dir, stock, voices_dir, hooks, renderer=None, steps=STEPS):
+def _run(run_dir, stock, voices_dir, callbacks, renderer=None, steps=STEPS):
     config = make_config(target={"paths": [], "demo": HIDDEN}, voices=str(voices_dir), exclude_voices=HIDDEN["voices"],
                          strategy={"name": "hill-climb", "options": {}}, scorer={"name": "fake-spectrum", "options": {}},
                          space={"name": "offset", "options": {}}, renderer={"name": "fake", "options": {}},
@@ -61,7 +61,7 @@ def _run(run_dir, stock, voices_dir, hooks, renderer=None, steps=STEPS):
     run_dir.mkdir(parents=True)
     write_json(run_dir / CONFIG, config)
     search = _search(stock, renderer, steps)
-    search.callbacks.append(RunRecorder(run_dir, CHECKPOINT_EVERY, [HELD_OUT], hooks))
+    search.callbacks += [RunRecorder(run_dir, CHECKPOINT_EVERY, [HELD_OUT]), *callbacks]
     search.run()
     return search
 
@@ -69,8 +69,8 @@ def _run(run_dir, stock, voices_dir, hooks, renderer=None, steps=STEPS):
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, stock, voices_dir):
     run_dir = tmp_path_factory.mktemp("report") / "run"
-    snapshot = Snapshot()
-    search = _run(run_dir, stock, voices_dir, [report_hook, snapshot.hook])
+    snapshot = Snapshot(run_dir)
+    search = _run(run_dir, stock, voices_dir, [ReportRecorder(run_dir, CHECKPOINT_EVERY), snapshot])
     return SimpleNamespace(dir=run_dir, search=search, running_page=snapshot.page, stock=stock)
 
 
@@ -127,7 +127,7 @@ def test_stock_scores_the_strategy_already_has_are_reused(tmp_path, stock):
     names = search.strategy.stock.names
     known = torch.full((len(names),), -1.0)
     known[3], known[-5:] = 5.0, float("nan")  # as a strategy's opening leaves them when the budget ran out mid-ranking
-    search.strategy.stock_scores = known
+    search.strategy.known_stock_scores = lambda: known
     calls = search.renderer.calls
     data = score_stock(search, tmp_path)
     assert (data["from_strategy"], data["scored_here"]) == (len(names) - 5, 5)
@@ -188,7 +188,7 @@ def test_report_of_a_run_with_no_steps_yet(tmp_path):
 def test_hook_never_stops_a_search(tmp_path, caplog):
     search = SimpleNamespace(progress=SimpleNamespace(best_pack=None))
     with caplog.at_level(logging.WARNING, logger="voicesearch.report"):
-        report_hook(search, tmp_path / "not-a-run", final=True)  # no config.json: nothing can be built
+        ReportRecorder(tmp_path / "not-a-run").refresh(search, final=True)  # no config.json: nothing can be built
     assert "not refreshed" in caplog.text
 
 
@@ -211,9 +211,9 @@ class NoisyRenderer(FakeRenderer):
 
 def test_the_report_does_not_change_the_search(tmp_path, stock, voices_dir, monkeypatch):
     # only the renders and scoring of the hook can touch the search's RNG streams; skip drawing the page
-    monkeypatch.setattr("voicesearch.report.build_report", lambda run_dir, search=None, final=None: run_dir / REPORT)
+    monkeypatch.setattr("voicesearch.report.build_report", lambda run_dir, **_: run_dir / REPORT)
     torch.manual_seed(0)
-    _run(tmp_path / "with", stock, voices_dir, [report_hook], NoisyRenderer(), steps=9)
+    _run(tmp_path / "with", stock, voices_dir, [ReportRecorder(tmp_path / "with", CHECKPOINT_EVERY)], NoisyRenderer(), steps=9)
     torch.manual_seed(0)
     _run(tmp_path / "without", stock, voices_dir, [], NoisyRenderer(), steps=9)
     same = [[r["batch_scores"] for r in read_history(tmp_path / d)] for d in ("with", "without")]

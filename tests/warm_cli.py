@@ -141,6 +141,7 @@ def _serve() -> None:
     import voicesearch.cli  # noqa: F401
     import voicesearch.progress  # noqa: F401
     import voicesearch.report  # noqa: F401
+    import voicesearch.report_recorder  # noqa: F401
     import voicesearch.run  # noqa: F401
     from voicesearch import registry
 

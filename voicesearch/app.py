@@ -46,7 +46,7 @@ class Job:
     def stop(self) -> None:
         self.stop_asked = True  # honoured once the search exists, if it is still loading
         if self.search is not None:
-            self.search._stop_requested = True  # the loop ends at the next step boundary and checkpoints
+            self.search.request_stop()  # the loop ends at the next step boundary and checkpoints
 
 
 class LiveBest(Callback):
@@ -59,9 +59,9 @@ class LiveBest(Callback):
     def on_step(self, search, x, result, improved) -> None:
         p = search.progress
         if p.best_step != self.step and time.monotonic() - self.last > LIVE_EVERY and search.target.text:
-            from .report import _render_to
+            from .report_recorder import render_to
 
-            _render_to(search, p.best_pack, search.target.text, self.path)  # RNG states kept: resume stays exact
+            render_to(search, p.best_pack, search.target.text, self.path)  # RNG states kept: resume stays exact
             self.last, self.step = time.monotonic(), p.best_step
 
     def on_end(self, search, interrupted) -> None:
@@ -161,7 +161,8 @@ class Runner:
 
     def _work(self, job: Job, config: dict[str, Any], resume: bool, lock: Any) -> None:
         from .exports import write_exports
-        from .report import build_report, report_hook, score_stock
+        from .report import build_report
+        from .report_recorder import ReportRecorder, score_stock
         from .run import CHECKPOINT, CONFIG, RunRecorder, load_checkpoint, write_json
         from .transcribe import write_transcript
 
@@ -171,14 +172,15 @@ class Runner:
             parts = build(config, renderer=self._renderers.get(key))  # Kokoro loads once per app
             self._renderers = {key: parts.renderer}
             job.search = search = parts.search
-            search._stop_requested = job.stop_asked
+            if job.stop_asked:
+                search.request_stop()
             if resume:
                 load_checkpoint(search, job.run_dir / CHECKPOINT)
             write_json(job.run_dir / CONFIG, config)  # a resume's new budget too
             if not resume:
                 write_transcript(job.run_dir, config)
-            search.callbacks += [RunRecorder(job.run_dir, config["checkpoint_every"], config.get("sample_texts"), [report_hook]),
-                                 LiveBest(job)]
+            search.callbacks += [RunRecorder(job.run_dir, config["checkpoint_every"], config.get("sample_texts")),
+                                 ReportRecorder(job.run_dir, config["checkpoint_every"]), LiveBest(job)]
             job.phase = "running"
             try:
                 search.run()
@@ -189,7 +191,7 @@ class Runner:
                 job.phase = "stopping"
             if search.progress.best_pack is not None:
                 job.exports = write_exports(search.progress.best_pack, job.run_dir / "exports", job.name)
-            job.phase = "stopped" if search._stop_requested else "finished"
+            job.phase = "stopped" if search.stop_requested else "finished"
         except InputError as e:
             job.phase, job.message = "failed", str(e)
         except Exception as e:  # shown on the page; the run dir keeps whatever was checkpointed
@@ -220,7 +222,7 @@ class Runner:
 
     def snapshot(self) -> dict[str, Any]:
         """Status line, score curve (PNG data URI), best voice, best stock voice and exports of the current job."""
-        from .report import STOCK_SCORES, _best_clone
+        from .report import STOCK_SCORES, best_clone
         from .run import read_history
 
         job = self.job
@@ -247,7 +249,7 @@ class Runner:
             "status": " · ".join(parts),
             "history": len(history),
             "curve": self._curve_png(history, baseline),
-            "best": self.served(_best_clone(job.run_dir)),
+            "best": self.served(best_clone(job.run_dir)),
             "stock": self.served(job.run_dir / "samples" / "stock_best_target_text.wav"),
             "exports": [self.served(p) for p in job.exports.values()] or None,
         }

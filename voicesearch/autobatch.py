@@ -21,10 +21,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import InputError
-from .renderer import Renderer, Renders
-from .scorer import Scorer
-from .stock import StockVoices
-from .types import TargetSpeech
+from .loop import Search
 
 SIZES = (8, 16, 32, 64, 128, 256)
 MAX_BATCH = 4096  # candidates per step: one population of 4096 full-space voices is already 2 GiB
@@ -104,33 +101,28 @@ def _sync(device: torch.device) -> None:
 
 
 class PopulationProbe:
-    """`probe(b)`: evals/s of rendering and scoring b candidates, as one step of the search would.
+    """`probe(b)`: evals/s of rendering and scoring b candidates, as one step of the search would
+    (`Search.evaluate` on the stock voices' coordinates, with gradients when `wants_grad`).
 
     The scorer's running state (e.g. the hybrid's early-exit threshold) is put back after every call, so
     each call does the full work (no candidate is skipped) and the search starts as if never probed.
     """
 
-    def __init__(self, renderer: Renderer, scorer: Scorer, target: TargetSpeech, stock: StockVoices, *,
-                 speed: float = 1.0, wants_grad: bool = False, repeats: int = 2):
-        self.renderer, self.scorer, self.stock = renderer, scorer, stock
-        self.speed, self.wants_grad, self.repeats = speed, wants_grad, repeats
-        self.texts = scorer.texts(target)
-        self.state = scorer.prepare(target)
-        self.saved = copy.deepcopy(scorer.state_dict())
+    def __init__(self, search: Search, *, wants_grad: bool = False, repeats: int = 2):
+        self.search, self.wants_grad, self.repeats = search, wants_grad, repeats
+        self.renderer, self.scorer, self.stock = search.renderer, search.scorer, search.strategy.stock
+        if search.target_state is None:
+            search.target_state = search.scorer.prepare(search.target)
+        self.saved = copy.deepcopy(self.scorer.state_dict())
 
-    def _step(self, packs: torch.Tensor) -> None:
-        with torch.enable_grad() if self.wants_grad else torch.no_grad():
-            if self.wants_grad:
-                packs = packs.detach().requires_grad_(True)
-            renders = Renders(self.renderer, packs, self.texts, speed=self.speed, differentiable=self.wants_grad)
-            result = self.scorer.score(renders, self.state)
-            if self.wants_grad:
-                torch.autograd.grad(result.total.sum(), packs)
+    def _step(self, x: torch.Tensor) -> None:
+        self.search.evaluate(x, grad=self.wants_grad)
         self.scorer.load_state_dict(copy.deepcopy(self.saved))
 
     def __call__(self, batch: int) -> float:
         device = self.renderer.device
-        packs = self.stock.packs[torch.arange(batch) % len(self.stock)].to(device)
+        with torch.no_grad():
+            x = self.search.strategy.space.from_packs(self.stock.packs[torch.arange(batch) % len(self.stock)])
         retries = getattr(self.renderer, "oom_retries", 0)
         max_batch = getattr(self.renderer, "max_batch", None)
         if max_batch is not None:
@@ -140,7 +132,7 @@ class PopulationProbe:
             for i in range(self.repeats + 1):  # the first is a warm-up (kernel choice, allocator growth)
                 _sync(device)
                 start = time.perf_counter()
-                self._step(packs)
+                self._step(x)
                 _sync(device)
                 if i:
                     times.append(time.perf_counter() - start)
@@ -166,10 +158,7 @@ def auto_batch(parts: Any, probe: Callable[[int], float] | None = None, sizes: t
     if probe is None and parts.renderer.device.type != "cuda":
         return Choice(CPU_BATCH, f"fixed on {parts.renderer.device.type}: no probing off CUDA")
     if probe is None:
-        strategy = parts.search.strategy
-        stages = getattr(strategy, "stages", [strategy])
-        probe = PopulationProbe(parts.renderer, parts.search.scorer, parts.target, parts.stock,
-                                speed=parts.search.speed, wants_grad=any(type(s).wants_grad for s in stages))
+        probe = PopulationProbe(parts.search, wants_grad=parts.search.strategy.may_want_grad())
     return choose(probe, sizes)
 
 

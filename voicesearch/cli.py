@@ -80,7 +80,7 @@ def _run(config: dict[str, Any], claim: Any, parts=None, resume: bool = False, n
     """Run (or resume) the search of `config` in the claimed (locked) run directory."""
     from .errors import SearchStopped
     from .progress import ProgressBar, ranking_note
-    from .report import report_hook
+    from .report_recorder import ReportRecorder
     from .run import RunRecorder, load_checkpoint, write_json, CHECKPOINT, CONFIG
 
     out_dir = claim.path
@@ -101,8 +101,8 @@ def _run(config: dict[str, Any], claim: Any, parts=None, resume: bool = False, n
         err.print(note, highlight=False, markup=False, soft_wrap=True)
     err.print(f"[dim]renderer: {getattr(parts.renderer, 'weights_source', type(parts.renderer).__name__)}; "
               f"{len(parts.stock)} stock voices; run dir {out_dir}[/dim]")
-    claim.recorder = RunRecorder(out_dir, config["checkpoint_every"], config.get("sample_texts"), [report_hook])
-    search.callbacks += [claim.recorder, ProgressBar(err)]
+    claim.recorder = RunRecorder(out_dir, config["checkpoint_every"], config.get("sample_texts"))
+    search.callbacks += [claim.recorder, ReportRecorder(out_dir, config["checkpoint_every"]), ProgressBar(err)]
     if (note := ranking_note(search)) is not None:
         err.print(note, highlight=False, markup=False, soft_wrap=True)
     try:

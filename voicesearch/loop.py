@@ -120,19 +120,39 @@ class Search:
         previous = signal.signal(signal.SIGINT, handler)
         return lambda: signal.signal(signal.SIGINT, previous)
 
-    def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, ScoreResult]:
-        """Render and score one population; with gradients when the strategy wants them."""
-        space, grad = self.strategy.space, self.strategy.wants_grad
+    def request_stop(self) -> None:
+        """End the search at the next step boundary, as a first Ctrl-C does (callbacks and other threads may call it)."""
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the search was asked to end at the next step boundary (`request_stop()` or Ctrl-C)."""
+        return self._stop_requested
+
+    def evaluate(self, x: torch.Tensor, grad: bool | None = None) -> tuple[torch.Tensor, ScoreResult]:
+        """Render and score one population x (B, dim) of the strategy's space: (packs, result).
+
+        With gradients (`result.grad`, d total / d x) when `grad` is True, or, left at None, when the strategy
+        wants them. Outside `run()` too: the report and `--batch auto` score with it (set `target_state` first)."""
+        space = self.strategy.space
+        grad = bool(self.strategy.wants_grad if grad is None else grad)
         x = x.to(self.renderer.device, torch.float32)
         with torch.enable_grad() if grad else torch.no_grad():
             if grad:
                 x = x.detach().requires_grad_(True)
             packs = space.to_packs(x)
-            renders = Renders(self.renderer, packs, self.texts, speed=self.speed, differentiable=grad)
-            result = self.scorer.score(renders, self.target_state)
+            result = self.score_packs(packs, differentiable=grad)
             if grad:
                 result.grad = torch.autograd.grad(result.total.sum(), x)[0]
         return packs.detach(), result.detach()
+
+    def score_packs(self, packs: torch.Tensor, differentiable: bool = False) -> ScoreResult:
+        """Render and score voice packs (B, 510, 256) as a step does (the search's scorer, texts, speed, target),
+        without going through the space: e.g. the stock voices themselves. With autograd only if differentiable."""
+        with torch.enable_grad() if differentiable else torch.no_grad():
+            renders = Renders(self.renderer, packs.to(self.renderer.device), self.texts, speed=self.speed,
+                              differentiable=differentiable)
+            return self.scorer.score(renders, self.target_state)
 
     _population = 0  # the size of the last population asked (a strategy may ask more or fewer than batch_size)
 

@@ -1,18 +1,10 @@
-"""RUN_DIR/report.html: one page to listen to and look at a run, rebuilt while it runs.
+"""RUN_DIR/report.html: one page to listen to and look at a run, built from the run directory alone.
 
-The page is built from files in the run directory only, so `voicesearch report RUN` rebuilds it at
-any time. While a search runs, `report_hook` (called by RunRecorder at checkpoints) also writes what
-only the live search knows:
-
-    RUN/samples/target_I.wav             the target clip(s) as the search heard them (demo targets are generated)
-    RUN/samples/stock_best_target_text.wav   the best-scoring stock voice on the target text (once, at the end)
-    RUN/stock_scores.json                every stock voice scored by the run's scorer once, at the end: the baseline
-                                         (reusing the ranking a strategy did; skipped if it would more than double the run)
-    RUN/trajectory.jsonl                 the best pack's mean style row (256 floats) at each checkpoint where the
-                                         best changed; the stock-voice map projects these rows, so it can be recomputed
-    RUN/report_assets/meta.json          renderer weights source, device, scorer texts
-    RUN/report_assets/stock_styles.npz   mean style rows of the stock voices the map is drawn from
-    RUN/report_assets/best_so_far.wav    the current best on the target text while running (removed at the end)
+`build_report(RUN)` (and `voicesearch report RUN`) reads only files in the run directory and may run at any
+time; while a search runs, `voicesearch.report_recorder.ReportRecorder` first writes the files only the live
+search can give (target clips, trajectory, stock scores, ...; listed there) and then calls it. Run directories
+older than those files still render: the target clips then come from config.json's paths and the stock-voice map
+from its voices folder.
 
 Audio is embedded as FLAC data URIs and plots as PNG data URIs: the page opens with no network,
 and can be copied out of the run directory on its own.
@@ -20,17 +12,13 @@ and can be copied out of the run directory on its own.
 from __future__ import annotations
 
 import base64
-import functools
 import html
 import io
 import json
 import logging
-import math
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -43,262 +31,57 @@ ASSETS = "report_assets"
 REFRESH_SECONDS = 20
 MAX_EMBED_SECONDS = 30.0  # longer target clips are embedded cut, to keep the page small
 MAX_TARGET_CLIPS = 4
-MIN_INTERVAL = 5.0  # seconds between page rebuilds at checkpoints...
-COST_FACTOR = 10.0  # ...and at least 10x the last rebuild's cost, so the report takes <~10 % of a run
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# What only the live search knows: written into the run directory
-
-
-@contextmanager
-def _rng_guard() -> Iterator[None]:
-    """Renders in the report must not move the search's RNG streams (Kokoro's vocoder draws noise)."""
-    from .run import rng_states, set_rng_states
-
-    state = rng_states()
-    try:
-        yield
-    finally:
-        set_rng_states(state)
-
-
-def _write_target(search: Any, run_dir: Path) -> None:
-    from .audio import write_wav
-
-    for i, clip in enumerate(search.target.clips[:MAX_TARGET_CLIPS]):
-        path = run_dir / "samples" / f"target_{i}.wav"
-        if not path.is_file():
-            write_wav(path, clip, search.target.sample_rate)
-
-
-def _write_meta(search: Any, run_dir: Path) -> None:
-    from .run import write_json
-
-    path = run_dir / ASSETS / "meta.json"
-    r = search.renderer
-    meta = {
-        "renderer": type(r).__name__, "weights_source": getattr(r, "weights_source", None),
-        "device": str(getattr(r, "device", "")), "sample_rate": getattr(r, "sample_rate", None),
-        "scorer": type(search.scorer).__name__, "scorer_texts": list(search.texts),
-        "transcripts": list(search.target.transcripts), "stock_voices": len(search.strategy.stock),
-    }
-    if not path.is_file() or json.loads(path.read_text()) != meta:
-        write_json(path, meta)
-
-
-def _write_stock_styles(search: Any, run_dir: Path, config: dict[str, Any]) -> None:
-    """The map shows every voice of the voices folder (left-out ones marked); else the search's own stock."""
-    path = run_dir / ASSETS / "stock_styles.npz"
-    if path.is_file():
-        return
-    # the folder holds the voices left out of the search too (the demo's hidden ones): only then is it worth reading
-    stock = (config.get("exclude_voices") and _folder_stock(config)) or search.strategy.stock
-    _save_npz(path, stock.names, stock.packs.mean(1).numpy())
-
-
-def _save_npz(path: Path, names: list[str], styles: np.ndarray) -> None:
-    from .voice import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, names=np.array(names), styles=styles.astype(np.float32))
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _folder_stock(config: dict[str, Any]):
-    from .stock import voices_folder_from_env
+def folder_stock(config: dict[str, Any]):
+    """The stock voices of the run's voices folder (or $VOICESEARCH_VOICES_DIR), or None when there is none."""
+    from .stock import StockVoices, voices_folder_from_env
 
     folder = config.get("voices") or voices_folder_from_env()
     if not folder or not Path(folder).is_dir():
         return None
-    return _load_folder(str(Path(folder).resolve()), Path(folder).stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_folder(folder: str, mtime_ns: int):
-    from .stock import StockVoices
-
     return StockVoices.from_folder(folder)
 
 
-def append_trajectory(search: Any, run_dir: Path, last_best_step: int | None = None) -> int | None:
-    """Add the best pack's mean style row when the best changed; returns the recorded best step."""
-    p = search.progress
-    if p.best_pack is None:
-        return last_best_step
-    path = Path(run_dir) / TRAJECTORY
-    if last_best_step is None:  # first call in this process: drop rows a resume went back past
-        rows = _read_jsonl(path)
-        kept = [r for r in rows if r["step"] <= p.step]
-        if len(kept) != len(rows):
-            from .voice import atomic_write_bytes
+class Figures:
+    """Figures of one page kept from one rebuild to the next while their inputs are unchanged (the spectrograms
+    and the map are the slow ones): a live run's ReportRecorder holds one; a one-off build needs none."""
 
-            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
-        last_best_step = kept[-1]["best_step"] if kept else None
-    if last_best_step == p.best_step:
-        return last_best_step
-    row = {"step": p.step, "evals": p.evals, "seconds": round(p.elapsed, 3), "best": p.best_score,
-           "best_step": p.best_step, "style": [round(float(v), 5) for v in p.best_pack.float().mean(0)]}
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    return p.best_step
+    def __init__(self, size: int = 64):
+        self.size, self._made = size, {}
 
-
-def _render_to(search: Any, pack: Any, text: str, path: Path) -> None:
-    import torch
-
-    from .audio import write_wav
-
-    with torch.no_grad(), _rng_guard():
-        audio = search.renderer.render(pack[None].to(search.renderer.device), text, speed=search.speed)
-    write_wav(path, audio.item(0), audio.sample_rate)
-
-
-def _scores_from_strategy(strategy: Any, n: int) -> np.ndarray:
-    """The stock scores a strategy's opening already paid for (built-in strategies rank the stock voices); NaN = unknown."""
-    import torch
-
-    for s in (strategy, *getattr(strategy, "stages", ())):
-        scores = getattr(s, "stock_scores", None)
-        if isinstance(scores, torch.Tensor) and scores.shape == (n,) and getattr(s, "stock", None) is strategy.stock:
-            return scores.detach().float().cpu().numpy().astype(np.float64)
-    return np.full(n, np.nan)
-
-
-def score_stock(search: Any, run_dir: Path, max_missing: int | None = None) -> dict[str, Any] | None:
-    """Every stock voice the search may use, scored by the run's scorer (once per run): the baseline.
-
-    Scores the strategy's opening already computed are reused; only the rest are rendered and scored
-    here — unless more than `max_missing` are left: then there is no baseline (None).
-    """
-    import torch
-
-    from .renderer import Renders
-    from .run import write_json
-
-    path = Path(run_dir) / STOCK_SCORES
-    if path.is_file():
-        return json.loads(path.read_text())
-    stock, batch = search.strategy.stock, max(1, int(getattr(search.strategy, "batch_size", 8)))
-    t0 = time.perf_counter()
-    scores = _scores_from_strategy(search.strategy, len(stock))
-    todo = np.flatnonzero(~np.isfinite(scores))
-    if max_missing is not None and len(todo) > max_missing:
-        return None
-    with torch.no_grad(), _rng_guard():
-        for chunk in np.array_split(todo, max(1, math.ceil(len(todo) / batch))) if len(todo) else []:
-            packs = stock.packs[torch.from_numpy(chunk)].to(search.renderer.device)
-            result = search.scorer.score(Renders(search.renderer, packs, search.texts, speed=search.speed), search.target_state)
-            scores[chunk] = result.total.float().cpu().numpy()
-    if not np.isfinite(scores).any():
-        return None
-    best = int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
-    data = {"scorer": type(search.scorer).__name__, "best": stock.names[best], "best_score": float(scores[best]),
-            "scored_here": len(todo), "from_strategy": len(stock) - len(todo), "seconds": round(time.perf_counter() - t0, 2),
-            "scores": {n: float(v) for n, v in zip(stock.names, scores) if np.isfinite(v)}}
-    if search.target.text:
-        _render_to(search, stock.packs[best], search.target.text, Path(run_dir) / "samples" / "stock_best_target_text.wav")
-    write_json(path, data)  # last: its presence means the baseline, sample included, is complete
-    return data
-
-
-def record_run_state(search: Any, run_dir: Path, final: bool, state: "_HookState | None" = None) -> None:
-    """Write the files the page needs that only the live search can give."""
-    from .run import read_config
-
-    run_dir = Path(run_dir)
-    state = state or _HookState()
-    config = read_config(run_dir)
-    _write_target(search, run_dir)
-    _write_meta(search, run_dir)
-    _write_stock_styles(search, run_dir, config)
-    state.traj_best_step = append_trajectory(search, run_dir, state.traj_best_step)
-    so_far = run_dir / ASSETS / "best_so_far.wav"
-    if final:
-        if search.progress.best_pack is not None and search.target_state is not None:
-            # the baseline may at most double a run's work, and a Ctrl-C'd run should stop fast
-            stopped = getattr(search, "_stop_requested", False)
-            score_stock(search, run_dir, 0 if stopped else max(search.progress.evals, getattr(search.strategy, "batch_size", 1)))
-        so_far.unlink(missing_ok=True)
-    elif (search.progress.best_pack is not None and search.target.text and state.so_far_step != search.progress.best_step
-          and config.get("report_live_audio", True)):  # off on a CPU (voicesearch.cpu): a render of the whole transcript
-        _render_to(search, search.progress.best_pack, search.target.text, so_far)
-        state.so_far_step = search.progress.best_step
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The hook RunRecorder calls
-
-
-@dataclass
-class _HookState:
-    last_end: float = -math.inf
-    last_cost: float = 0.0
-    traj_best_step: int | None = None
-    so_far_step: int | None = None
-
-    def due(self) -> bool:
-        return time.monotonic() - self.last_end >= max(MIN_INTERVAL, COST_FACTOR * self.last_cost)
-
-
-_hook_states: dict[Path, _HookState] = {}
-
-
-def _ending(search: Any) -> bool:
-    """The checkpoint RunRecorder takes at the end: the final call follows at once, so skip this one."""
-    try:
-        return bool(search.budget.spent(search.progress) or search.strategy.done() or search._stop_requested)
-    except AttributeError:
-        return False
-
-
-def report_hook(search: Any, run_dir: Path, final: bool) -> None:
-    """Refresh RUN_DIR/report.html at a checkpoint (throttled) and at the end (always). Never raises."""
-    run_dir = Path(run_dir)
-    state = _hook_states.setdefault(run_dir.resolve(), _HookState())
-    t0 = time.monotonic()
-    try:
-        if not final and (not state.due() or _ending(search)):
-            state.traj_best_step = append_trajectory(search, run_dir, state.traj_best_step)
-            return
-        try:
-            record_run_state(search, run_dir, final, state)
-            build_report(run_dir, final=final)
-        finally:
-            state.last_end = time.monotonic()
-            state.last_cost = state.last_end - t0
-    except Exception as e:  # a report must never stop a search
-        log.warning("report %s not refreshed: %s: %s", run_dir / REPORT, type(e).__name__, e)
+    def get(self, key: tuple, make) -> str:
+        if key not in self._made:
+            if len(self._made) >= self.size:
+                self._made.clear()
+            self._made[key] = make()
+        return self._made[key]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The page, from run-directory files only
 
 
-def build_report(run_dir: Path, search: Any = None, *, final: bool | None = None) -> Path:
-    """Write RUN_DIR/report.html and return its path.
+def build_report(run_dir: Path, *, final: bool = True, figures: Figures | None = None) -> Path:
+    """Write RUN_DIR/report.html from the run directory's files and return its path.
 
-    With `search`, first write what only the live search knows (target clips, best stock voice, ...).
-    `final=False` marks the page as a running search (it reloads itself); default: final unless a
-    live search is given.
+    `final=False` marks the page as a running search (it reloads itself); `figures` keeps unchanged figures
+    between the rebuilds of a live run.
     """
     from .run import read_config, read_history
     from .voice import atomic_write_bytes
 
     run_dir = Path(run_dir)
-    if final is None:
-        final = search is None
-    if search is not None:
-        record_run_state(search, run_dir, final)
     config = read_config(run_dir)
     history = read_history(run_dir)
-    page = _page(run_dir, config, history, final)
+    page = _page(run_dir, config, history, final, figures or Figures())
     path = run_dir / REPORT
     atomic_write_bytes(path, page.encode())
     return path
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file up to the first that does not parse (a line cut by a crash); [] if none."""
     rows = []
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -326,10 +109,10 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _page(run_dir: Path, config: dict[str, Any], history: list[dict[str, Any]], final: bool) -> str:
+def _page(run_dir: Path, config: dict[str, Any], history: list[dict[str, Any]], final: bool, figures: Figures) -> str:
     meta = _read_json(run_dir / ASSETS / "meta.json") or {}
     stock_scores = _read_json(run_dir / STOCK_SCORES)
-    trajectory = _read_jsonl(run_dir / TRAJECTORY)
+    trajectory = read_jsonl(run_dir / TRAJECTORY)
     last = history[-1] if history else None
     status = "finished" if final else "running"
     if final and not (run_dir / "voice_final.pt").is_file() and (run_dir / "checkpoint.pt").is_file():
@@ -339,7 +122,8 @@ def _page(run_dir: Path, config: dict[str, Any], history: list[dict[str, Any]], 
     parts = [(_summary, config, last, stock_scores, meta)]
     if last is not None:
         parts += [(_players, run_dir, config, meta, stock_scores), (_curves, history, stock_scores),
-                  (_spectrograms, run_dir, config), (_stock_map, run_dir, config, trajectory, stock_scores), (_judges, run_dir)]
+                  (_spectrograms, run_dir, config, figures), (_stock_map, run_dir, config, trajectory, stock_scores, figures),
+                  (_judges, run_dir)]
     parts.append((_settings, config, meta, last))
     sections = [_section(fn, *args) for fn, *args in parts]
     return f"""<!doctype html>
@@ -411,7 +195,7 @@ def _target_clips(run_dir: Path, config: dict[str, Any]) -> list[Path]:
     return [Path(p) for p in config["target"].get("paths", [])[:MAX_TARGET_CLIPS] if Path(p).is_file()]
 
 
-def _best_clone(run_dir: Path) -> Path | None:
+def best_clone(run_dir: Path) -> Path | None:
     final, so_far = run_dir / "samples" / "best_target_text.wav", run_dir / ASSETS / "best_so_far.wav"
     if so_far.is_file() and (not final.is_file() or so_far.stat().st_mtime > final.stat().st_mtime):
         return so_far
@@ -431,7 +215,7 @@ def _players(run_dir: Path, config: dict[str, Any], meta: dict, stock_scores: di
         rows.append((f"best stock voice: {stock_scores['best']} (score {_fmt(stock_scores['best_score'])}, best of "
                      f"{len(stock_scores['scores'])})",
                      _audio_tag(stock, "stock"), target_text))
-    clone = _best_clone(run_dir)
+    clone = best_clone(run_dir)
     if clone is not None:
         label = "clone so far" if clone.parent.name == ASSETS else "clone (best voice)"
         rows.append((f"{label}, target text", _audio_tag(clone, "clone"), target_text))
@@ -451,20 +235,8 @@ def _players(run_dir: Path, config: dict[str, Any], meta: dict, stock_scores: di
 # -- plots ------------------------------------------------------------------------------------------------------
 
 
-_plot_cache: dict[tuple, str] = {}
-
-
 def _img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{_esc(alt)}">'
-
-
-def _cached(key: tuple, make) -> str:
-    """Figures whose inputs did not change since the last rebuild are reused (spectrograms and map are the slow ones)."""
-    if key not in _plot_cache:
-        if len(_plot_cache) > 64:
-            _plot_cache.clear()
-        _plot_cache[key] = make()
-    return _plot_cache[key]
 
 
 def _file_key(*paths: Path) -> tuple:
@@ -482,20 +254,20 @@ def _curves(history: list[dict[str, Any]], stock_scores: dict | None) -> str:
     return out
 
 
-def _spectrograms(run_dir: Path, config: dict[str, Any]) -> str:
+def _spectrograms(run_dir: Path, config: dict[str, Any], figures: Figures) -> str:
     from . import report_plots
 
     clips = [("target", p) for p in _target_clips(run_dir, config)[:1]]
     stock = run_dir / "samples" / "stock_best_target_text.wav"
     if stock.is_file():
         clips.append(("best stock voice", stock))
-    clone = _best_clone(run_dir)
+    clone = best_clone(run_dir)
     if clone is not None:
         clips.append(("clone" if clone.parent.name != ASSETS else "clone so far", clone))
     if not clips:
         return ""
-    uri = _cached(("spec", *clips) + _file_key(*(p for _, p in clips)),
-                  lambda: report_plots.mel_spectrograms(clips, MAX_EMBED_SECONDS))
+    uri = figures.get(("spec", *clips) + _file_key(*(p for _, p in clips)),
+                      lambda: report_plots.mel_spectrograms(clips, MAX_EMBED_SECONDS))
     return "<h2>Mel spectrograms</h2>" + _img(uri, "mel spectrograms of target and clone")
 
 
@@ -504,7 +276,7 @@ def _stock_styles(run_dir: Path, config: dict[str, Any]) -> tuple[list[str], np.
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             return [str(n) for n in z["names"]], z["styles"]
-    stock = _folder_stock(config)
+    stock = folder_stock(config)
     if stock is None:
         return None
     return stock.names, stock.packs.mean(1).numpy()
@@ -519,7 +291,8 @@ def _best_style(run_dir: Path) -> np.ndarray | None:
     return load_voice(path)[:, 0, :].mean(0).numpy()
 
 
-def _stock_map(run_dir: Path, config: dict[str, Any], trajectory: list[dict], stock_scores: dict | None) -> str:
+def _stock_map(run_dir: Path, config: dict[str, Any], trajectory: list[dict], stock_scores: dict | None,
+               figures: Figures) -> str:
     from . import report_plots
 
     styles = _stock_styles(run_dir, config)
@@ -539,7 +312,7 @@ def _stock_map(run_dir: Path, config: dict[str, Any], trajectory: list[dict], st
     scores = (stock_scores or {}).get("scores") or {}
     key = ("map", tuple(names), len(trajectory), trajectory[-1]["step"] if trajectory else None, tuple(sorted(excluded)),
            str(demo), tuple(scores.items())) + _file_key(run_dir / "voice_best.pt", run_dir / ASSETS / "stock_styles.npz")
-    uri = _cached(key, lambda: report_plots.stock_map(names, stock, excluded, scores, hidden, trajectory, best))
+    uri = figures.get(key, lambda: report_plots.stock_map(names, stock, excluded, scores, hidden, trajectory, best))
     out = "<h2>Among the stock voices</h2>" + _img(uri, "the clone among the stock voices (PCA map)")
     out += "<p class='muted'>Red dots: the best voice at each checkpoint where it changed (darker = later).</p>"
     if best is not None:

@@ -139,15 +139,7 @@ def resolve_auto(config: dict[str, Any], scorer: Any, renderer: Renderer) -> Non
         gradients = on_gpu and getattr(scorer, "differentiable", False)
         config["strategy"]["name"] = "gradient" if gradients else "cma-es"
     if config["space"]["name"] == AUTO:
-        config["space"]["name"] = auto_space(config["strategy"]["name"], config["strategy"].get("options", {}))
-
-
-def auto_space(strategy: str, options: dict[str, Any]) -> str:
-    """The space a strategy (a registry name, perhaps `base:variant`) asks for when the user leaves it to it."""
-    cls = registry.get("strategies", strategy)
-    base, bound = getattr(cls, "func", cls), getattr(cls, "keywords", {})  # a variant comes as functools.partial
-    space_for = getattr(base, "space_for", None)
-    return space_for({**bound, **options}) if space_for else getattr(base, "default_space", "full")
+        config["space"]["name"] = registry.auto_space(config["strategy"]["name"], config["strategy"].get("options", {}))
 
 
 def build(config: dict[str, Any], renderer: Renderer | None = None, target: TargetSpeech | None = None) -> Parts:

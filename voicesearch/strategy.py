@@ -57,6 +57,10 @@ class Strategy(ABC):
       opening, and returns True; a chain calls it on the next stage. The default takes nothing (False).
     - `handoff()` returns the (points, scores), best first, worth handing to the next stage of a chain, or
       None (the default): the chain then hands over the best points it has seen.
+    - `known_stock_scores()` returns the scores (len(stock),) of the stock voices this strategy has already
+      scored (NaN where not yet), or None (the default): the report reuses them for its baseline.
+    - `may_want_grad()` says whether any batch of this strategy, as configured, may want gradients (tools that
+      size memory ask it, e.g. `--batch auto`); the default follows `wants_grad`.
     """
 
     name: ClassVar[str] = ""
@@ -97,6 +101,15 @@ class Strategy(ABC):
     def handoff(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(points, scores) for the next stage of a chain, best first; None (default): the chain's best points."""
         return None
+
+    def known_stock_scores(self) -> torch.Tensor | None:
+        """Scores (len(self.stock),) of the stock voices already scored, NaN where not; None (default): none kept."""
+        return None
+
+    def may_want_grad(self) -> bool:
+        """Whether some batch may want gradients: the class value of `wants_grad` (None there: the instance's)."""
+        wants = type(self).wants_grad
+        return bool(self.wants_grad if wants is None else wants)
 
     def restarts_reference(self) -> bool:
         return False

@@ -34,7 +34,7 @@ class _StopOnRequest(Callback):
 
     def on_step(self, search: Any, x: Any, result: Any, improved: bool) -> None:
         if self.event.is_set():
-            search._stop_requested = True
+            search.request_stop()
 
 
 def _key(*parts: Any) -> str:
