@@ -257,6 +257,22 @@ def test_chain_hands_the_best_points_on(problem, pca):
         make(Chain, pca, problem, variant="interpolate>cma-es", sigma0=0.2)
 
 
+
+def test_what_tools_ask_a_strategy_through_the_base_class(problem, pca):
+    """The report's baseline and --batch auto ask `known_stock_scores()` / `may_want_grad()`, never attributes by name."""
+    chain = make(Chain, pca, problem, variant="interpolate>cma-es>gradient", steps=",6")
+    assert chain.may_want_grad() and not chain.wants_grad  # gradients only in its last stage, not while ranking
+    assert not make(Chain, pca, problem, variant="interpolate>cma-es").may_want_grad()
+    grad = make(GradientAscent, pca, problem)
+    assert grad.may_want_grad() and not make(CMAES, pca, problem).may_want_grad()
+    run(chain, problem, 2)  # two of the four ranking batches
+    known = chain.known_stock_scores()
+    assert known.shape == (len(problem["stock"]),) and int(known.isfinite().sum()) == 32
+    packs = pca.to_packs(pca.from_packs(problem["stock"].packs[:32]))  # the ranking scores the stock voices' points
+    expected = problem["scorer"].score(Renders(problem["renderer"], packs, [TEXT]), problem["scorer"].prepare(problem["target"]))
+    torch.testing.assert_close(known[:32], expected.total, rtol=1e-4, atol=1e-4)
+    assert make(RandomWalk, pca, problem).known_stock_scores() is not None  # staged: ranks first
+
 RESUMABLE = [
     ("random-walk", {}, 2),  # stops while ranking the stock voices
     ("random-walk", {}, 6),
