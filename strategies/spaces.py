@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
-from voicesearch.errors import InputError
+from voicesearch.errors import InputError, UnknownOptions
 from voicesearch.space import SearchSpace
 from voicesearch.stock import StockVoices
 from voicesearch.voice import PACK_ROWS, STYLE_DIM
@@ -74,7 +74,7 @@ class PCASpace(SearchSpace):
     def __init__(self, stock: StockVoices, k: Any = None, center: Any = "mean", units: Any = "std",
                  frame: Any = None, **options: Any) -> None:
         if options:
-            raise TypeError(f"PCASpace got unknown options: {', '.join(sorted(options))}")
+            raise UnknownOptions(f"PCASpace got unknown options: {', '.join(sorted(options))}")
         n = len(stock)
         if n < 2:
             raise InputError("the pca space needs at least 2 stock voices")
@@ -135,7 +135,7 @@ class MixtureSpace(SearchSpace):
 
     def __init__(self, stock: StockVoices, bias: Any = False, **options: Any) -> None:
         if options:
-            raise TypeError(f"MixtureSpace got unknown options: {', '.join(sorted(options))}")
+            raise UnknownOptions(f"MixtureSpace got unknown options: {', '.join(sorted(options))}")
         self.names = list(stock.names)
         self.packs = stock.packs.float()
         self.n = len(stock)

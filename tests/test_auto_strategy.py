@@ -12,7 +12,7 @@ from voicesearch.session import make_config, resolve_auto
 def choose(strategy="auto", space="auto", device="cpu", differentiable=True):
     config = make_config(strategy={"name": strategy, "options": {}}, space={"name": space, "options": {}})
     renderer = SimpleNamespace(device=torch.device(device))  # a device string only: no CUDA needed to test the rule
-    resolve_auto(config, SimpleNamespace(differentiable=differentiable), renderer)
+    config = resolve_auto(config, SimpleNamespace(differentiable=differentiable), renderer)
     return config["strategy"]["name"], config["space"]["name"]
 
 
@@ -45,7 +45,7 @@ def test_space_auto_is_the_strategys_own(strategy, space, expected):
 
 def test_chain_stages_given_as_an_option_decide_too():
     config = make_config(strategy={"name": "chain", "options": {"stages": "interpolate>nevergrad:NGOpt"}})
-    resolve_auto(config, SimpleNamespace(differentiable=True), SimpleNamespace(device=torch.device("cuda")))
+    config = resolve_auto(config, SimpleNamespace(differentiable=True), SimpleNamespace(device=torch.device("cuda")))
     assert config["space"]["name"] == "pca"
 
 

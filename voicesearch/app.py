@@ -170,6 +170,7 @@ class Runner:
             job.phase = "loading"
             key = json.dumps([config["renderer"], config["device"]], sort_keys=True, default=str)
             parts = build(config, renderer=self._renderers.get(key))  # Kokoro loads once per app
+            config = parts.config  # `auto` choices made concrete: config.json names what runs
             self._renderers = {key: parts.renderer}
             job.search = search = parts.search
             if job.stop_asked:

@@ -185,8 +185,8 @@ def resolve(config: dict[str, Any], probe: Callable[[int], float] | None = None,
         if getattr(renderer, "max_batch", choice.batch) < choice.batch:  # one forward per text, as probed
             renderer.max_batch = choice.batch
             config["renderer"]["options"]["max_batch"] = choice.batch
-        config["batch_size"] = choice.batch
+        config["batch_size"], config["batch_auto"] = choice.batch, choice.record()
         parts = build(config, renderer=renderer, target=probed.target)
-    config["batch_size"] = choice.batch
-    config["batch_auto"] = choice.record()
+        return parts.config, parts, choice
+    config["batch_size"], config["batch_auto"] = choice.batch, choice.record()
     return config, parts, choice

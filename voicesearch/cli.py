@@ -85,6 +85,7 @@ def _run(config: dict[str, Any], claim: Any, parts=None, resume: bool = False, n
 
     out_dir = claim.path
     parts = parts or build(config)
+    config = parts.config  # `auto` choices made concrete: config.json names what runs
     search = parts.search
     if resume and (out_dir / CHECKPOINT).is_file():
         load_checkpoint(search, out_dir / CHECKPOINT)

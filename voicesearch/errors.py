@@ -13,6 +13,10 @@ class InputError(ValueError):
     """Bad user input: the message says what is wrong and what to do."""
 
 
+class UnknownOptions(TypeError):
+    """A plug-in was given options it does not take (the base classes raise it for what reaches them)."""
+
+
 class SearchStopped(RuntimeError):
     """The search stopped early at `step` (the step in progress was dropped); its checkpoint can be resumed."""
 

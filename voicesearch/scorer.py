@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .errors import UnknownOptions
 from .renderer import Renders
 from .types import ScoreResult, TargetSpeech
 
@@ -37,7 +38,7 @@ class Scorer(ABC):
     def __init__(self, device: str | torch.device = "cpu", **options: Any):
         self.device = torch.device(device)
         if options:
-            raise TypeError(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
+            raise UnknownOptions(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
 
     def texts(self, target: TargetSpeech) -> list[str]:
         return [target.text]

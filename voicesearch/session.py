@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +13,13 @@ import torch
 
 from . import registry
 from .audio import load_target
-from .errors import InputError
+from .errors import InputError, UnknownOptions
 from .loop import Budget, Search
 from .renderer import Renderer
 from .stock import StockVoices, voices_folder_from_env
 from .types import TargetSpeech
 
-HELD_OUT_TEXT = "The quick brown fox jumps over the lazy dog, and then it takes a long nap in the warm afternoon sun."
-
-DEFAULTS: dict[str, Any] = {
-    "version": 1,
-    "target": {"paths": [], "texts": [], "max_seconds": 600.0},
-    "strategy": {"name": "auto", "options": {}},
-    "scorer": {"name": "resemblyzer", "options": {}},
-    "space": {"name": "auto", "options": {}},
-    "renderer": {"name": "kokoro", "options": {}},
-    "device": "auto",
-    "voices": None,
-    "exclude_voices": [],
-    "budget": {"steps": None, "evals": 2000, "seconds": None},
-    "batch_size": 16,
-    "seed": 0,
-    "speed": 1.0,
-    "checkpoint_every": 10,
-    "plugins": [],
-    "sample_texts": [HELD_OUT_TEXT],
-}
+from .config import AUTO, DEFAULTS, HELD_OUT_TEXT, RunConfig  # noqa: F401 - DEFAULTS, HELD_OUT_TEXT: this module's API too
 
 
 def make_config(**overrides: Any) -> dict[str, Any]:
@@ -88,6 +70,7 @@ class Parts:
     stock: StockVoices
     target: TargetSpeech
     search: Search
+    config: dict[str, Any] = field(default_factory=dict)  # the config built, `auto` choices made concrete
 
 
 def build_renderer(config: dict[str, Any]) -> Renderer:
@@ -125,25 +108,16 @@ def check_names(config: dict[str, Any]) -> None:
             registry.get(kind, config[key]["name"])
 
 
-AUTO = "auto"
+def resolve_auto(config: dict[str, Any], scorer: Any, renderer: Renderer) -> dict[str, Any]:
+    """A copy of `config` with an `auto` strategy and space made concrete (`RunConfig.resolve`): config.json then
+    names what ran. `config` itself is not changed."""
+    return RunConfig.from_dict(config).resolve(scorer, renderer).to_dict()
 
 
-def resolve_auto(config: dict[str, Any], scorer: Any, renderer: Renderer) -> None:
-    """Make an `auto` strategy and space concrete, in `config` itself: config.json then names what ran.
-
-    The choice follows the recovery benchmark (docs/strategies.md): true gradients when the renderer runs on
-    a GPU and the scorer is differentiable, else CMA-ES; the space is the one the strategy asks for.
-    """
-    if config["strategy"]["name"] == AUTO:
-        on_gpu = torch.device(getattr(renderer, "device", "cpu")).type == "cuda"
-        gradients = on_gpu and getattr(scorer, "differentiable", False)
-        config["strategy"]["name"] = "gradient" if gradients else "cma-es"
-    if config["space"]["name"] == AUTO:
-        config["space"]["name"] = registry.auto_space(config["strategy"]["name"], config["strategy"].get("options", {}))
-
-
-def build(config: dict[str, Any], renderer: Renderer | None = None, target: TargetSpeech | None = None) -> Parts:
-    """Everything a search needs, validated, before anything is written to disk."""
+def build(config: dict[str, Any] | RunConfig, renderer: Renderer | None = None, target: TargetSpeech | None = None) -> Parts:
+    """Everything a search needs, validated, before anything is written to disk. `config` is not changed:
+    `Parts.config` is the config built, its `auto` choices made concrete (what config.json is to say)."""
+    config = config.to_dict() if isinstance(config, RunConfig) else copy.deepcopy(config)
     check_names(config)
     scorer_cls = registry.get("scorers", config["scorer"]["name"])
     device = resolve_device(config["device"])
@@ -165,7 +139,7 @@ def build(config: dict[str, Any], renderer: Renderer | None = None, target: Targ
     target = target or build_target(config, renderer, stock_all)
     stock = load_stock(config, renderer)
     scorer = _construct(scorer_cls, "scorer", config["scorer"], device=device)
-    resolve_auto(config, scorer, renderer)
+    config = resolve_auto(config, scorer, renderer)
     space = _construct(registry.get("spaces", config["space"]["name"]), "space", config["space"], stock)
     strategy = _construct(registry.get("strategies", config["strategy"]["name"]), "strategy", config["strategy"],
                           space=space, stock=stock, rng=torch.Generator().manual_seed(seed),
@@ -177,16 +151,31 @@ def build(config: dict[str, Any], renderer: Renderer | None = None, target: Targ
     from .cpu import score_texts
 
     search.texts = score_texts(search.texts, scorer, config.get("score_seconds"))  # the CPU default cuts them short
-    return Parts(renderer, stock, target, search)
+    return Parts(renderer, stock, target, search, config)
+
+
+def unknown_options(cls: Any, options: dict[str, Any]) -> list[str]:
+    """The options a plug-in's constructor has no parameter for; none when it takes `**options` (the Strategy,
+    Scorer and space base classes then refuse what is left with `UnknownOptions`)."""
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): the constructor decides
+        return []
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return []
+    return sorted(set(options) - {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
 
 
 def _construct(cls: Any, kind: str, section: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    options = section.get("options", {})
+    unknown = unknown_options(cls, options)
+    if unknown:
+        raise InputError(f"{kind} {section['name']!r}: unknown option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)}; check --{kind}-opt")
     try:
-        return cls(*args, **kwargs, **section.get("options", {}))
-    except TypeError as e:
-        if "unexpected keyword" in str(e) or "unknown option" in str(e):
-            raise InputError(f"{kind} {section['name']!r}: {e}; check --{kind}-opt") from None
-        raise
+        return cls(*args, **kwargs, **options)
+    except UnknownOptions as e:
+        raise InputError(f"{kind} {section['name']!r}: {e}; check --{kind}-opt") from None
     except SystemExit as e:  # plug-in code must not end the program silently
         raise InputError(f"{kind} {section['name']!r} called sys.exit({e.code!r}) while starting") from None
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, UnknownOptions
 from .space import SearchSpace
 from .stock import StockVoices
 from .types import ScoreResult
@@ -73,7 +73,7 @@ class Strategy(ABC):
         self.rng = rng
         self.batch_size = int(batch_size)
         if options:
-            raise TypeError(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
+            raise UnknownOptions(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
 
     @abstractmethod
     def ask(self) -> torch.Tensor: ...
