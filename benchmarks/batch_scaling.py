@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from voicesearch.batch import Settings, start  # noqa: E402
 from voicesearch.batch.targets import AUDIO_SUFFIXES  # noqa: E402

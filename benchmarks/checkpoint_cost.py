@@ -28,9 +28,6 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 from voicesearch import registry  # noqa: E402
 from voicesearch.loop import Budget, Search  # noqa: E402
 from voicesearch.run import checkpoint_bytes, load_checkpoint, step_state  # noqa: E402

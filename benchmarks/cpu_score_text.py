@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_clone import JUDGE_TEXTS, SHARED, LoadSampler, machine, versions  # noqa: E402
 
 

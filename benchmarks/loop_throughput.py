@@ -56,10 +56,8 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-for _path in (str(REPO), str(HERE)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+REPO = HERE.parent  # voicesearch, strategies and scorers import from the installed package; recovery from HERE (the
+# script's own folder, first on sys.path when run as `python benchmarks/loop_throughput.py`)
 
 from recovery import EXAMPLE, PhonemeTableRenderer, sync  # noqa: E402
 from scorers.hybrid import OTHER_TEXT, HybridScorer  # noqa: E402

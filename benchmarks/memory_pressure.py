@@ -68,7 +68,6 @@ def _tail(text: str) -> str:
 
 
 def _checkpoint_step(run: Path) -> int | None:
-    sys.path.insert(0, str(REPO))
     from voicesearch.run import read_checkpoint
 
     try:

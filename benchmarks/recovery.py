@@ -41,7 +41,6 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from voicesearch import registry  # noqa: E402
 from voicesearch.audio import load_target  # noqa: E402
@@ -182,8 +181,7 @@ def search_once(args: argparse.Namespace, label: str, renderer: Any, stock: Stoc
     strategy = registry.get("strategies", run.strategy)(space=space, stock=stock, rng=torch.Generator().manual_seed(args.seed),
                                                         batch_size=args.batch_size, **options)
     scorer = registry.get("scorers", scorer_name)(device=args.device)
-    stages = getattr(strategy, "stages", [strategy])
-    if any(type(s).wants_grad for s in stages) and not scorer.differentiable:
+    if strategy.may_want_grad() and not scorer.differentiable:
         raise Skipped(f"{scorer_name} is not differentiable; {label} needs gradients")
     search = Search(strategy, scorer, renderer, target, Budget(evals=evals, seconds=args.max_seconds), callbacks=callbacks)
     sync(renderer.device)

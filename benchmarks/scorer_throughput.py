@@ -25,7 +25,6 @@ from typing import Any, Callable
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from voicesearch.renderer import Renders  # noqa: E402
 from voicesearch.types import AudioBatch, TargetSpeech  # noqa: E402

@@ -41,10 +41,6 @@ from typing import Any
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
 from loop_throughput import (REPO, add_common_args, batched_scorer, command_line, device_name, kokoro_of,  # noqa: E402
                              load_example, load_stock, make_renderer, seed_scorer, write_json, write_phonemes)
 from recovery import EXAMPLE, RUNS, FirstPass, Run, describe, sync  # noqa: E402
@@ -98,8 +94,7 @@ def run_one(args: argparse.Namespace, label: str, renderer: Any, stock: Any, tar
         options["budget"] = args.max_evals
     strategy = registry.get("strategies", run.strategy)(space=space, stock=stock, rng=torch.Generator().manual_seed(args.seed),
                                                         batch_size=batch, **options)
-    stages = getattr(strategy, "stages", [strategy])
-    if any(type(s).wants_grad for s in stages):
+    if strategy.may_want_grad():
         scorer, scorer_name, part = registry.get("scorers", "resemblyzer")(device=args.device), "resemblyzer (torch)", "similarity"
     elif label == "seed":
         scorer, scorer_name, part = seed_scorer(args), "hybrid (resemblyzer package, librosa features)", "target_similarity"

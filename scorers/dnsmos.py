@@ -21,7 +21,7 @@ import torch
 from voicesearch.errors import InputError
 from voicesearch.packagefiles import package_file
 from voicesearch.renderer import Renders
-from voicesearch.resample import resample
+from voicesearch.resample import resample_batch
 from voicesearch.scorer import Scorer
 from voicesearch.types import AudioBatch, ScoreResult, TargetSpeech
 
@@ -83,11 +83,8 @@ class DnsmosScorer(Scorer):
 
     def mos(self, audio: AudioBatch) -> dict[str, torch.Tensor]:
         """{"sig", "bak", "ovrl"}: (B,) mean MOS per clip."""
-        wave = audio.wave.detach().float()
-        lengths = audio.lengths
-        if audio.sample_rate != SAMPLE_RATE:
-            wave = resample(wave, audio.sample_rate, SAMPLE_RATE)
-            lengths = (lengths * SAMPLE_RATE + audio.sample_rate - 1) // audio.sample_rate
+        audio = resample_batch(AudioBatch(audio.wave.detach().float(), audio.lengths, audio.sample_rate), SAMPLE_RATE)
+        wave, lengths = audio.wave, audio.lengths
         host = wave.cpu().numpy()
         per_clip = [segments(np.clip(host[i, : int(n)], -1.0, 1.0)) for i, n in enumerate(lengths.tolist())]
         batch = np.concatenate(per_clip) if per_clip else np.zeros((0, SEGMENT), np.float32)

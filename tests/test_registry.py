@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -65,9 +66,11 @@ def test_plugin_file_errors_are_one_line(tmp_path):
 
 def test_installed_third_party_scorer_is_listed(tmp_path):
     """The example package installs like any third-party plug-in and shows up by its entry point."""
-    site = tmp_path / "site"
+    site, source = tmp_path / "site", tmp_path / "thirdparty_scorer"
+    # built from a copy: setuptools writes build/ next to the sources, which must stay out of the repository
+    shutil.copytree(REPO / "examples" / "thirdparty_scorer", source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site),
-                    str(REPO / "examples" / "thirdparty_scorer")], check=True, capture_output=True)
+                    str(source)], check=True, capture_output=True)
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200"}
     code = ("from voicesearch import registry; cls = registry.get('scorers', 'ltas'); "
             "print(cls.__module__, [n for n, d, o in registry.describe('scorers') if n == 'ltas'])")

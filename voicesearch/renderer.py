@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from .resample import resample
+from .resample import resample_batch
 from .stock import StockVoices
 from .types import AudioBatch
 
@@ -61,7 +61,5 @@ class Renders:
             return batch
         rkey = key + (sample_rate,)
         if rkey not in self._cache:
-            wave = resample(batch.wave, batch.sample_rate, sample_rate)
-            lengths = (batch.lengths * sample_rate + batch.sample_rate - 1) // batch.sample_rate
-            self._cache[rkey] = AudioBatch(wave, lengths, sample_rate)
+            self._cache[rkey] = resample_batch(batch, sample_rate)
         return self._cache[rkey]

@@ -10,6 +10,8 @@ from functools import lru_cache
 
 import torch
 
+from .types import AudioBatch
+
 
 @lru_cache(maxsize=16)
 def _kernel(orig: int, new: int, width: int, rolloff: float, beta: float) -> tuple[torch.Tensor, int]:
@@ -41,3 +43,12 @@ def resample(wave: torch.Tensor, orig_sr: int, new_sr: int, width: int = 16, rol
     y = y.transpose(1, 2).reshape(x.shape[0], -1)
     target = int(math.ceil(new * length / orig))
     return y[..., :target].reshape(*shape[:-1], target)
+
+
+def resample_batch(audio: AudioBatch, sample_rate: int, width: int = 16, rolloff: float = 0.945) -> AudioBatch:
+    """`audio` at `sample_rate`: the waves resampled (on their device, differentiably), each length ceil(n * new / old)."""
+    if audio.sample_rate == sample_rate:
+        return audio
+    wave = resample(audio.wave, audio.sample_rate, sample_rate, width, rolloff)
+    lengths = (audio.lengths * sample_rate + audio.sample_rate - 1) // audio.sample_rate
+    return AudioBatch(wave, lengths, sample_rate)
