@@ -41,6 +41,8 @@ import torch
 
 from voicesearch import registry
 from voicesearch.audio import load_target
+from voicesearch.cpu import leading_text
+from voicesearch.loop import Callback
 from voicesearch.renderer import Renders
 from voicesearch.session import build, build_renderer, make_config, resolve_device
 from voicesearch.stock import StockVoices, voices_folder_from_env
@@ -67,6 +69,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "ecapa": {"scorer": "ecapa", "scorer_options": {"probes": 0, "augment": 0}},
     "ecapa-probes-eot": {"scorer": "ecapa", "scorer_options": {"probes": 2, "augment": 1}},
     "ecapa-probes-eot-notr": {"scorer": "ecapa", "scorer_options": {"probes": 3, "augment": 1, "transcript": False}},
+    # fewer chains: the same evaluations buy more Adam steps (8 chains: ~40 steps in 320 evaluations; 2 chains: ~150)
+    "res-c2": {"scorer": "resemblyzer", "scorer_options": {"probes": 0, "augment": 0}, "strategy": "gradient", "strategy_options": {"chains": 2}},
+    "ecapa-c2": {"scorer": "ecapa", "scorer_options": {"probes": 0, "augment": 0}, "strategy": "gradient", "strategy_options": {"chains": 2}},
 }
 
 
@@ -141,6 +146,33 @@ class Judge:
 
 
 # ---------------------------------------------------------------- one clone
+class Milestones(Callback):
+    """Keeps the best voice so far each time the evaluations pass a milestone: one search gives the
+    time-to-quality curve (the search itself is not changed)."""
+
+    def __init__(self, at: list[int]):
+        self.pending, self.snapshots = sorted(at), []
+
+    def on_step(self, search: Any, x: torch.Tensor, result: Any, improved: bool) -> None:
+        p = search.progress
+        while self.pending and p.evals >= self.pending[0]:
+            self.snapshots.append({"milestone": self.pending.pop(0), "evals": p.evals, "search_seconds": round(p.elapsed, 2),
+                                   "search_best": p.best_score, "pack": p.best_pack.clone()})
+
+
+def judge_pack(pack: torch.Tensor, judge: "Judge", states: dict[str, Any], stock_sim: dict[str, torch.Tensor],
+               ceiling: dict[str, float], stock: StockVoices) -> tuple[dict[str, Any], float]:
+    audio = judge.renders(pack[None], JUDGE_TEXTS)
+    sim = judge.similarities(audio, states)
+    judges = {}
+    for name in judge.scorers:
+        best = int(stock_sim[name].argmax())
+        floor, clone = float(stock_sim[name][best]), float(sim[name][0])
+        judges[name] = {"floor": floor, "floor_voice": stock.names[best], "clone": clone, "ceiling": ceiling[name],
+                        "closure": (clone - floor) / (ceiling[name] - floor) if ceiling[name] > floor else None}
+    return judges, float(judge.mos(audio)[0])
+
+
 def clone_config(method: str, target: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     spec = METHODS[method]
     config = make_config(target={"paths": [str(target["path"])], "texts": [target["text"]], "max_seconds": 600.0},
@@ -150,6 +182,8 @@ def clone_config(method: str, target: dict[str, Any], args: argparse.Namespace) 
                          plugins=list(args.plugin or []))
     if args.batch_size:
         config["batch_size"] = args.batch_size
+    if args.score_seconds:
+        config["score_seconds"] = args.score_seconds
     if "scorer" in spec:
         config["scorer"] = {"name": spec["scorer"], "options": dict(spec.get("scorer_options", {}))}
     if "strategy" in spec:
@@ -168,6 +202,8 @@ def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, rende
     config = clone_config(method, target, args)
     t0 = time.perf_counter()
     parts = build(config, renderer=renderer)
+    milestones = Milestones([m for m in args.milestones if m < args.evals])
+    parts.search.callbacks.append(milestones)
     progress = parts.search.run()
     sync(args.device)
     seconds = time.perf_counter() - t0
@@ -181,18 +217,18 @@ def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, rende
     stock_audio, stock_mos = stock_cache[key]["audio"], stock_cache[key]["mos"]
     states = judge.prepare(clip_target)
     stock_sim = judge.similarities(stock_audio, states)
-    clone_audio = judge.renders(progress.best_pack[None], JUDGE_TEXTS)
-    clone_sim = judge.similarities(clone_audio, states)
     if target["kind"] == "loo":
         ceiling = {k: float(v[0]) for k, v in judge.similarities(judge.renders(target["pack"][None], JUDGE_TEXTS), states).items()}
     else:
         ceiling = judge.halves(clip_target.clips[0], clip_target.sample_rate)
-    judges = {}
-    for name in judge.scorers:
-        best = int(stock_sim[name].argmax())
-        floor, clone = float(stock_sim[name][best]), float(clone_sim[name][0])
-        judges[name] = {"floor": floor, "floor_voice": stock.names[best], "clone": clone, "ceiling": ceiling[name],
-                        "closure": (clone - floor) / (ceiling[name] - floor) if ceiling[name] > floor else None}
+    judges, clone_mos = judge_pack(progress.best_pack, judge, states, stock_sim, ceiling, stock)
+    curve = []
+    for snap in milestones.snapshots:
+        snap_judges, snap_mos = judge_pack(snap.pop("pack"), judge, states, stock_sim, ceiling, stock)
+        curve.append({**snap, "judges": {k: {"clone": v["clone"], "closure": v["closure"]} for k, v in snap_judges.items()},
+                      "dnsmos": snap_mos})
+    curve.append({"milestone": args.evals, "evals": progress.evals, "search_seconds": round(progress.elapsed, 2), "search_best": progress.best_score,
+                  "judges": {k: {"clone": v["clone"], "closure": v["closure"]} for k, v in judges.items()}, "dnsmos": clone_mos})
     floor_voice = judges[JUDGES[0]]["floor_voice"]
     return {
         "target": target["name"], "kind": target["kind"], "method": method,
@@ -201,10 +237,11 @@ def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, rende
                      "strategy_options": config["strategy"].get("options", {})},
         "optimizes": sorted(optimized_judges(config["scorer"]["name"])),
         "judges": judges,
-        "dnsmos": {"clone": float(judge.mos(clone_audio)[0]), "floor_voice": float(stock_mos[stock.names.index(floor_voice)]),
+        "dnsmos": {"clone": clone_mos, "floor_voice": float(stock_mos[stock.names.index(floor_voice)]),
                    "stock_mean": float(stock_mos.mean())},
         "search_best": progress.best_score, "evals": progress.evals, "search_seconds": round(progress.elapsed, 2),
-        "wall_seconds": round(seconds, 2),
+        "wall_seconds": round(seconds, 2), "score_seconds": config.get("score_seconds"), "curve": curve,
+        "pack": progress.best_pack,
     }
 
 
@@ -237,9 +274,30 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             sub["dnsmos_guard_ok"] = clone_mos >= stock_mos - 0.1
             sub["seconds_per_target"] = round(statistics.fmean(r["wall_seconds"] for r in part), 1)
             sub["evals"] = round(statistics.fmean(r["evals"] for r in part))
+            sub["search_seconds_per_target"] = round(statistics.fmean(r["search_seconds"] for r in part), 1)
+            sub["score_seconds"] = part[0].get("score_seconds")
+            sub["curve"] = curve_summary(part, held_out)
             entry[kind] = sub
         out[method] = entry
     return out
+
+
+def curve_summary(rows: list[dict[str, Any]], held_out: list[str]) -> list[dict[str, Any]]:
+    """Per milestone (evaluations): seconds of search, held-out mean/median closure, below floor, DNSMOS."""
+    points = []
+    milestones = sorted({c["milestone"] for r in rows for c in r.get("curve", [])})
+    for m in milestones:
+        at = [next(c for c in r["curve"] if c["milestone"] == m) for r in rows if any(c["milestone"] == m for c in r.get("curve", []))]
+        point: dict[str, Any] = {"evals": m, "targets": len(at),
+                                 "search_seconds": round(statistics.fmean(c["search_seconds"] for c in at), 1),
+                                 "dnsmos_clone": round(statistics.fmean(c["dnsmos"] for c in at), 3)}
+        for j in held_out:
+            closures = [c["judges"][j]["closure"] for c in at if c["judges"][j]["closure"] is not None]
+            point[j] = {"mean_closure": round(statistics.fmean(closures), 4) if closures else None,
+                        "median_closure": round(statistics.median(closures), 4) if closures else None,
+                        "below_floor": sum(c < 0 for c in closures)}
+        points.append(point)
+    return points
 
 
 def headline(summary: dict[str, Any], method: str = "default") -> dict[str, Any] | None:
@@ -252,13 +310,17 @@ def headline(summary: dict[str, Any], method: str = "default") -> dict[str, Any]
     return {"judge": j, "mean_closure": entry[j]["mean_closure"], "median_closure": entry[j]["median_closure"],
             "below_floor": entry[j]["below_floor"], "dnsmos_guard_ok": entry["dnsmos_guard_ok"],
             "dnsmos_clone": entry["dnsmos_clone"], "dnsmos_stock": entry["dnsmos_stock"],
-            "seconds_per_target": entry["seconds_per_target"], "resolved": summary[method]["resolved"]}
+            "seconds_per_target": entry["seconds_per_target"], "search_seconds_per_target": entry["search_seconds_per_target"],
+            "evals": entry["evals"], "score_seconds": entry["score_seconds"], "resolved": summary[method]["resolved"]}
 
 
-def write(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+def write(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any], default_method: str = "default") -> dict[str, Any]:
     summary = summarize(rows)
+    default = headline(summary, default_method)
+    if default is not None:
+        default["method"] = default_method
     report = {**meta, "protocol": __doc__.split("\n\n")[1], "judge_texts": JUDGE_TEXTS, "search_text_loo": SEARCH_TEXT,
-              "default": headline(summary), "summary": summary, "rows": rows}
+              "default": default, "summary": summary, "rows": rows}
     atomic_write_bytes(path, (json.dumps(report, indent=1) + "\n").encode())
     return report
 
@@ -287,20 +349,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--plugin", action="append")
     p.add_argument("--grad-checkpoint", action="store_true",
                    help="recompute the generator in the backward pass (less GPU memory: several processes share a GPU)")
+    p.add_argument("--score-seconds", type=float, help="candidates speak only the first ~N s of the transcript while scored")
+    p.add_argument("--milestones", default="", help="comma list of evaluation counts at which the best voice so far is "
+                   "judged too (the time-to-quality curve)")
+    p.add_argument("--save-packs", help="also write every clone's voice pack (float16) into this .npz file")
     p.add_argument("--out", required=True)
     p.add_argument("--merge", nargs="*", help="merge these result files into --out, then exit")
+    p.add_argument("--note", help="with --merge: a note on how the runs were made (kept in the JSON)")
+    p.add_argument("--default-method", default="default", help="with --merge: the method whose rows ran with the settings "
+                   "`voicesearch clone` uses by default (its summary becomes the `default` entry)")
     p.add_argument("--write-phonemes", help="phonemize every text needed into this JSON file, then exit")
     args = p.parse_args(argv)
+    args.milestones = [int(m) for m in args.milestones.split(",") if m]
     out = Path(args.out)
     if args.merge is not None:
         rows, parts = [], []
-        for f in args.merge:
-            data = json.loads(Path(f).read_text())
+        for f in args.merge:  # FILE or FILE=NEW_METHOD_NAME (e.g. a longer run of the same method)
+            path, _, rename = f.partition("=")
+            data = json.loads(Path(path).read_text())
             parts.append(data)
-            rows += data["rows"]
-        merged = {k: parts[0][k] for k in ("device", "torch", "python", "date", "evals")}
+            rows += [dict(r, method=rename or r["method"]) for r in data["rows"]]
+        merged = {k: parts[0][k] for k in ("device", "torch", "python", "date")}
         merged["command"] = [d["command"] for d in parts]
-        return write(out, rows, merged)
+        if args.note:
+            merged["note"] = args.note
+        return write(out, rows, merged, args.default_method)
     if args.write_phonemes:
         from scorers.embedding import PROBE_TEXTS
         from voicesearch.kokoro.g2p import phonemize
@@ -308,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         texts = [SEARCH_TEXT, HELD_OUT_TEXT, *JUDGE_TEXTS, *PROBE_TEXTS]
         texts += [t["text"] for t in devset_targets(Path(args.devset), None)]
+        texts += [leading_text(t, s) for t in list(texts) for s in (4, 5, 6, 8)]  # --score-seconds cuts
         table = {t: phonemize(t, "a") for t in dict.fromkeys(texts)}
         atomic_write_bytes(Path(args.write_phonemes), (json.dumps(table, indent=1, ensure_ascii=False) + "\n").encode())
         print(f"wrote phonemes of {len(table)} texts to {args.write_phonemes}")
@@ -328,9 +402,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     targets += loo_targets([n for n in args.loo.split(",") if n], renderer, stock_all, tmp)
     rows: list[dict[str, Any]] = []
     stock_cache: dict[str, Any] = {}
+    packs: dict[str, np.ndarray] = {}
     for method in methods:
         for target in targets:
             row = run_one(method, target, args, renderer, judge, stock_all, stock_cache)
+            packs[f"{method}__{target['name']}"] = row.pop("pack").numpy().astype(np.float16)
+            if args.save_packs:  # the clones themselves, for listening and analysis off the GPU
+                with open(args.save_packs, "wb") as f:
+                    np.savez_compressed(f, **packs)
             rows.append(row)
             held = [j for j in JUDGES if j not in row["optimizes"]]
             j = held[0] if held else JUDGES[0]

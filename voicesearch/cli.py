@@ -145,7 +145,7 @@ def clone(
     text: Optional[list[str]] = Opt(None, "--text", "-t", help="Transcript of each target clip (in order)."),
     text_file: Optional[list[Path]] = Opt(None, "--text-file", help="Transcript file(s); default: CLIP.txt beside each clip."),
     strategy: str = Opt("auto", "--strategy", "-s", help=STRATEGY_HELP),
-    scorer: str = Opt("resemblyzer", "--scorer", "-c", help=SCORER_HELP),
+    scorer: Optional[str] = Opt(None, "--scorer", "-c", help=SCORER_HELP + " Default: ecapa on a GPU, resemblyzer on a CPU."),
     space: str = Opt("auto", "--space", help="Search space: full, offset, pca, mixture; auto: the strategy's own "
                      "(pca for cma-es, nevergrad, gradient, fd-adam; full for the KVoiceWalk walk)."),
     steps: Optional[int] = Opt(None, help="Stop after this many steps (populations)."),
@@ -208,14 +208,15 @@ def clone(
     if weights != "auto" or kokoro:
         options["weights"] = weights
     given = {key for key, value in (("renderer", renderer), ("batch_size", batch), ("budget", _budget(steps, evals, seconds)),
-                                    ("score_seconds", score_seconds), ("stock_langs", all_voices or None)) if value is not None}
+                                    ("score_seconds", score_seconds), ("stock_langs", all_voices or None), ("scorer", scorer))
+             if value is not None}
     if precision is not None or compile or grad_checkpoint or weights not in ("auto", "pypi-int8"):
         given.add("torch_renderer")  # options only the torch renderer has
     config = make_config(
         target={"paths": [str(p) for p in target], "texts": list(text or []),
                 "text_files": [str(p) for p in text_file] if text_file else None, "max_seconds": max_audio_seconds},
         strategy={"name": strategy, "options": parse_options(strategy_opt)},
-        scorer={"name": scorer, "options": parse_options(scorer_opt)},
+        scorer={"name": scorer or "resemblyzer", "options": parse_options(scorer_opt)},  # see resolve_defaults
         space={"name": space, "options": parse_options(space_opt)},
         renderer={"name": renderer or "kokoro", "options": options},
         device=device, voices=str(voices) if voices else None, exclude_voices=list(exclude or []),
@@ -233,7 +234,7 @@ def clone(
         import torch
 
         torch.set_num_threads(usable_cores())
-    out_path = _fresh_out_dir(out_dir, strategy, scorer)
+    out_path = _fresh_out_dir(out_dir, strategy, config["scorer"]["name"])
     validate_config(config, "the options")
     with RunClaim(out_path, fresh=True) as claim:  # created, writable and locked before any model loads
         from .session import resolve_device

@@ -26,7 +26,12 @@ CPU_BATCH = 8
 CPU_SEARCH_SECONDS = 420.0  # 7 minutes of search: with model load and the final report, a clone in <= 10 min
 SCORE_SECONDS = 5.0
 CHARS_PER_SECOND = 16.0  # Kokoro at speed 1 on English (example transcript: 250 characters, 13.7 s; 109 -> 6.7 s)
-GPU_DEFAULTS = {"renderer": "kokoro", "batch_size": 16, "budget": {"steps": None, "evals": 2000, "seconds": None}}
+#: On a GPU: gradient ascent (strategy auto) on ECAPA, candidates scored on ~5 s of the transcript, 640 evaluations.
+#: Measured in benchmarks/clone_quality.py (docs/quality.md): the held-out judge's closure rises with evaluations
+#: (9 real speakers, Resemblyzer judge: 8% at 320, 28% at 640); ECAPA keeps DNSMOS at the stock level where a
+#: Resemblyzer objective lost it; the 5-s cut halves the cost of an evaluation.
+GPU_DEFAULTS = {"renderer": "kokoro", "batch_size": 16, "budget": {"steps": None, "evals": 640, "seconds": None},
+                "scorer": "ecapa", "score_seconds": SCORE_SECONDS}
 ENGLISH = ("a", "b")
 _KOKORO_NAME = re.compile(r"^[a-z][fm]_")  # Kokoro's stock names: language letter, gender letter, underscore
 
@@ -59,7 +64,7 @@ def text_independent(scorer: str) -> bool:
 
 
 def resolve_defaults(config: dict[str, Any], given: set[str], device: str) -> str | None:
-    """Fill, in `config`, the options the user did not give (`given` holds the keys they did: renderer,
+    """Fill, in `config`, the options the user did not give (`given` holds the keys they did: renderer, scorer,
     batch_size, budget, score_seconds, stock_langs, torch_renderer) for this device; on a CPU a line saying what
     was chosen, else None."""
     cpu = device == "cpu"
@@ -79,6 +84,10 @@ def resolve_defaults(config: dict[str, Any], given: set[str], device: str) -> st
         if cpu:
             notes.append(f"{CPU_SEARCH_SECONDS / 60:g} min of search")
     if not cpu:
+        if "scorer" not in given:
+            config["scorer"] = {"name": GPU_DEFAULTS["scorer"], "options": config["scorer"].get("options", {})}
+        if "score_seconds" not in given and text_independent(config["scorer"]["name"]):
+            config["score_seconds"] = GPU_DEFAULTS["score_seconds"]
         return None
     if "score_seconds" not in given and text_independent(config["scorer"]["name"]):
         config["score_seconds"] = SCORE_SECONDS
