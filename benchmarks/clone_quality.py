@@ -42,6 +42,7 @@ import torch
 from voicesearch import registry
 from voicesearch.audio import load_target
 from voicesearch.cpu import leading_text
+from voicesearch.evaluate import JUDGE_TEXTS as EVALUATE_TEXTS, half_similarity
 from voicesearch.loop import Callback
 from voicesearch.renderer import Renders
 from voicesearch.session import build, build_renderer, make_config, resolve_device
@@ -51,10 +52,7 @@ from voicesearch.voice import atomic_write_bytes
 
 SEARCH_TEXT = ("Every morning the baker opened his shop before sunrise, and the smell of fresh bread drifted "
                "down the quiet street.")
-JUDGE_TEXTS = [
-    "The quick brown fox jumps over the lazy dog, and then it takes a long nap in the warm afternoon sun.",
-    "A gentle breeze moved through the open window while the kettle began to sing in the kitchen.",
-]
+JUDGE_TEXTS = list(EVALUATE_TEXTS)  # `voicesearch evaluate` speaks the same two sentences by default
 LOO_TARGETS = "af_heart,bm_george,am_michael,bf_emma,af_nicole"
 JUDGES = ("ecapa", "resemblyzer")
 
@@ -135,14 +133,9 @@ class Judge:
         return torch.stack([torch.cat([self.dnsmos.mos(a)["ovrl"].float().cpu() for a in chunks]) for chunks in audio]).mean(0)
 
     def halves(self, clip: torch.Tensor, rate: int) -> dict[str, float]:
-        """Each judge's similarity between the first and second half of a real clip (the ceiling)."""
-        half = clip.shape[-1] // 2
-        out = {}
-        for name, scorer in self.scorers.items():
-            a = scorer.embedder.embed_clips([clip[:half]], rate)
-            b = scorer.embedder.embed_clips([clip[half:]], rate)
-            out[name] = float((a @ b.T).squeeze())
-        return out
+        """Each judge's similarity between the first and second half of a real clip (the ceiling), as `evaluate` has it."""
+        target = TargetSpeech([clip], [""], rate)
+        return {name: half_similarity(scorer, target) for name, scorer in self.scorers.items()}
 
 
 # ---------------------------------------------------------------- one clone

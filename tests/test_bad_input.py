@@ -253,6 +253,8 @@ CASES = [
      "missing"),
     ("evaluate-json-is-a-folder", lambda d, c: ["evaluate", c["run"](), "--target", c["wav"], "--json",
                                                 c["put"]("res.json/keep", b"k").parent], "directory"),
+    ("evaluate-unknown-renderer", lambda d, c: ["evaluate", c["run"](), "--target", c["wav"], "--renderer", "no-such"],
+     "no-such"),
 ]
 
 

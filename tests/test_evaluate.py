@@ -8,7 +8,7 @@ import torch
 
 from voicesearch import registry
 from voicesearch.errors import InputError
-from voicesearch.evaluate import evaluate, format_table, load_candidate
+from voicesearch.evaluate import evaluate, format_table, load_candidate, optimized_scorers
 from voicesearch.scorer import Scorer
 from voicesearch.stock import StockVoices
 from voicesearch.types import AudioBatch, ScoreResult, TargetSpeech
@@ -40,9 +40,18 @@ def spectrum(wave: torch.Tensor) -> torch.Tensor:
     return spec / spec.norm(dim=-1, keepdim=True)
 
 
+class SpectrumEmbedder:
+    """A speaker embedder's `embed_clips` for the stand-in judge: one normalized spectrum per clip."""
+
+    def embed_clips(self, clips, sample_rate):
+        return torch.cat([spectrum(c.reshape(1, -1)) for c in clips])
+
+
 @registry.register("scorers", "test-spectrum")
 class SpectrumJudge(Scorer):
     """Cosine between magnitude spectra (a speaker-judge stand-in)."""
+
+    embedder = SpectrumEmbedder()
 
     def prepare(self, target):
         return spectrum(target.clips[0][None])
@@ -77,15 +86,35 @@ def test_voice_against_best_stock(tones, target):
     assert 0 < cand["scores"]["test-spectrum"] < best["scores"]["test-spectrum"] <= 1.0 + 1e-6
     assert set(cand["parts"]["dnsmos"]) == {"sig", "bak", "ovrl"} and 1 <= cand["scores"]["dnsmos"] <= 5
     assert result["delta"]["dnsmos"] == pytest.approx(cand["scores"]["dnsmos"] - best["scores"]["dnsmos"])
-    # Stock in batches of 4, first judge only; then the voice and the best stock voice for every judge.
-    assert sorted(b for b, _ in renderer.rendered) == sorted([1, 4, 2, 1])
+    # The voice, then the stock in batches of 4: one render per batch and text, shared by every judge.
+    assert sorted(b for b, _ in renderer.rendered) == sorted([1, 4, 2])
+    # Closure for the speaker judge (dnsmos has no embedder): floor = best stock under it, ceiling = half vs half.
+    spec = result["closure"]["test-spectrum"]
+    assert set(result["closure"]) == {"test-spectrum"} and spec["floor_voice"] == "v4" and spec["held_out"] is None
+    clip = target.clips[0].reshape(-1)
+    half = clip.shape[-1] // 2
+    assert spec["ceiling"] == pytest.approx(float((spectrum(clip[None, :half]) * spectrum(clip[None, half:])).sum()), abs=1e-5)
+    if spec["ceiling"] > spec["floor"]:
+        assert spec["closure"] == pytest.approx((spec["voice"] - spec["floor"]) / (spec["ceiling"] - spec["floor"]))
+    else:  # the target's own stock voice is at or past the clip's half-vs-half similarity: no gap to close
+        assert spec["closure"] is None
 
     from rich.console import Console
 
     console = Console(record=True, width=120)
     console.print(format_table(result))
     text = console.export_text()
-    assert "test-spectrum" in text and "dnsmos" in text and "best stock (v4)" in text
+    assert "test-spectrum" in text and "dnsmos" in text and "best stock (v4)" in text and "closure" in text
+
+
+def test_optimized_scorers_come_from_the_run_config(tmp_path):
+    assert optimized_scorers(tmp_path) is None  # a loose voice file: unknown
+    (tmp_path / "config.json").write_text(json.dumps({"scorer": {"name": "compose:0.7*resemblyzer+0.3*ecapa"}}))
+    assert {"resemblyzer", "ecapa"} <= optimized_scorers(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"scorer": {"name": "ecapa", "options": {}}}))
+    assert "ecapa" in optimized_scorers(tmp_path) and "resemblyzer" not in optimized_scorers(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    assert optimized_scorers(tmp_path) is None
 
 
 def test_run_directory_and_bad_inputs(tones, target, tmp_path):
@@ -119,3 +148,18 @@ def test_real_kokoro_renderer(stock, targets_dir):
                       renderer, small, batch_size=3)
     assert result["best_stock"]["name"] in small.names
     assert result["candidate"]["scores"]["resemblyzer"] <= result["best_stock"]["scores"]["resemblyzer"] + 1e-4
+
+
+def test_closure_against_the_best_other_stock_voice(tones, target):
+    """The target's own voice, judged against the other stock voices: most of the floor-to-ceiling gap is closed;
+    a stranger's voice closes none of it."""
+    others = tones.without("v4")
+    texts = ["a held out sentence with nine words in it"]
+    own = evaluate(tones.packs[4][:, None, :], target, texts, ["test-spectrum"], ToneRenderer(), others,
+                   optimized={"test-spectrum"})["closure"]["test-spectrum"]
+    assert own["floor_voice"] != "v4" and own["floor"] < own["ceiling"] and own["held_out"] is False
+    assert own["closure"] == pytest.approx((own["voice"] - own["floor"]) / (own["ceiling"] - own["floor"]))
+    assert own["closure"] > 0.5
+    stranger = evaluate(others.packs[0][:, None, :], target, texts, ["test-spectrum"], ToneRenderer(), others,
+                        optimized={"resemblyzer"})["closure"]["test-spectrum"]
+    assert stranger["closure"] <= 0 and stranger["held_out"] is True

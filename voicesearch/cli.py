@@ -519,10 +519,13 @@ def info(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
 def evaluate(
     voice: str = typer.Argument(..., help="A run directory or a voice file."),
     target: list[Path] = Opt(..., "--target", help="Target speech file(s)."),
-    text: Optional[list[str]] = Opt(None, "--text", help="Held-out text(s) to speak (default: a fixed sentence)."),
+    text: Optional[list[str]] = Opt(None, "--text", help="Held-out text(s) to speak (default: the two sentences of "
+                                    "benchmarks/clone_quality.py)."),
     judge: str = Opt("ecapa,resemblyzer,dnsmos", help="Comma-separated judges (scorer names)."),
     device: str = Opt("auto"), weights: str = Opt("auto"), voices: Optional[Path] = Opt(None),
     json_out: Optional[Path] = Opt(None, "--json", help="Also write the results as JSON here."),
+    renderer: str = Opt("kokoro", "--renderer", help="Renderer by name (`voicesearch renderers`)."),
+    plugin: Optional[list[str]] = Opt(None, "--plugin", help="Plug-in file or module to load first (repeatable)."),
 ) -> None:
     """Judge a voice on held-out text against the target, next to the best stock voice.
 
@@ -541,13 +544,19 @@ def evaluate(
     if json_out is not None:
         _new_file(json_out, force=True, flag="--json")
     pack = load_voice(path)
-    config = make_config(renderer={"name": "kokoro", "options": {"weights": weights}}, device=device,
-                         voices=str(voices) if voices else None)
+    options = {"weights": weights} if renderer == "kokoro" or weights != "auto" else {}
+    config = make_config(renderer={"name": renderer, "options": options}, device=device,
+                         voices=str(voices) if voices else None, plugins=list(plugin or []))
+    check_names(config)  # loads the plug-ins; an unknown renderer or judge fails here, before any model loads
     tgt = load_target(target, sample_rate=24000) if all(p.with_suffix(".txt").exists() for p in target) else \
         load_target(target, texts=["(unknown)"] * len(target), sample_rate=24000)
     r = build_renderer(config)
-    result = run_evaluate(pack, tgt, list(text or [HELD_OUT_TEXT]), [j.strip() for j in judge.split(",") if j.strip()],
-                          r, load_stock(config, r), resolve_device(device))
+    from .cpu import ENGLISH, filter_stock
+    from .evaluate import JUDGE_TEXTS, optimized_scorers
+
+    stock = filter_stock(load_stock(config, r), {"stock_langs": list(ENGLISH)})  # the floor: the best English stock voice
+    result = run_evaluate(pack, tgt, list(text or JUDGE_TEXTS), [j.strip() for j in judge.split(",") if j.strip()],
+                          r, stock, resolve_device(device), optimized=optimized_scorers(path.parent))
     out.print(format_table(result))
     if json_out:
         from .run import write_json

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from . import registry
+from .config import HELD_OUT_TEXT
 from .errors import InputError
 from .renderer import Renderer, Renders
 from .scorer import Scorer
@@ -26,6 +27,8 @@ from .types import TargetSpeech
 from .voice import as_pack, load_voice
 
 RUN_VOICES = ("voice_final.pt", "voice_best.pt")
+#: The default held-out sentences: those of benchmarks/clone_quality.py, so a user's numbers compare with docs/quality.md.
+JUDGE_TEXTS = (HELD_OUT_TEXT, "A gentle breeze moved through the open window while the kettle began to sing in the kitchen.")
 
 
 def load_candidate(voice: str | os.PathLike | torch.Tensor) -> tuple[str, torch.Tensor]:
@@ -78,10 +81,27 @@ def _summary(name: str, judges: _Judges, scored: dict[int, dict[str, torch.Tenso
     }
 
 
+def half_similarity(scorer: Scorer, target: TargetSpeech) -> float | None:
+    """The judge's similarity between the first and the second half of the target speech (same speaker, same
+    session: the ceiling a clone can hope for), or None for a judge without a speaker embedder."""
+    embedder = getattr(scorer, "embedder", None)
+    if not hasattr(embedder, "embed_clips"):
+        return None
+    clip = torch.cat([c.reshape(-1) for c in target.clips])
+    half = clip.shape[-1] // 2
+    with torch.no_grad():
+        a = embedder.embed_clips([clip[:half]], target.sample_rate)
+        b = embedder.embed_clips([clip[half:]], target.sample_rate)
+    return float((a @ b.T).squeeze())
+
+
 def evaluate(voice_pack_or_run_dir: str | os.PathLike | torch.Tensor, target: TargetSpeech, texts: list[str],
              judges: list[str], renderer: Renderer, stock: StockVoices | None, device: str | torch.device = "cpu",
-             batch_size: int = 8, speed: float = 1.0, top: int = 5) -> dict[str, Any]:
-    """Scores of the voice and of the best stock voice (by the first judge), JSON-ready."""
+             batch_size: int = 8, speed: float = 1.0, top: int = 5, optimized: set[str] | None = None) -> dict[str, Any]:
+    """Scores of the voice and of the best stock voice (by the first judge), JSON-ready; with stock voices also,
+    per speaker judge, the clone-quality closure of docs/quality.md: floor = the best stock voice under that
+    judge, ceiling = `half_similarity`, closure = (voice − floor) / (ceiling − floor). `optimized` names the
+    scorers the voice was searched with: those judges are marked `held_out: false`."""
     texts = [t.strip() for t in texts if t and t.strip()]
     if not texts:
         raise InputError("give at least one held-out text to speak (--text '...')")
@@ -91,39 +111,73 @@ def evaluate(voice_pack_or_run_dir: str | os.PathLike | torch.Tensor, target: Ta
     with torch.no_grad():
         candidate = _summary(name, judge, judge.score(pack[None], texts, every), 0)
         result: dict[str, Any] = {"voice": name, "texts": texts, "judges": judge.names, "candidate": candidate,
-                                  "best_stock": None, "stock_ranking": [], "delta": {}}
+                                  "best_stock": None, "stock_ranking": [], "delta": {}, "closure": {}}
         if stock is None or len(stock) == 0:
             return result
-        first = []
-        for start in range(0, len(stock), max(1, batch_size)):
-            chunk = stock.packs[start : start + batch_size]
-            first.append(judge.score(chunk, texts, [0])[0]["total"].mean(1))
-        ranking = torch.cat(first)
-        order = ranking.argsort(descending=True).tolist()
-        best = order[0]
-        best_scored = judge.score(stock.packs[best : best + 1], texts, every)
-    result["best_stock"] = _summary(stock.names[best], judge, best_scored, 0)
-    result["stock_ranking"] = [{"name": stock.names[i], "score": float(ranking[i])} for i in order[:top]]
+        chunks = [judge.score(stock.packs[i : i + batch_size], texts, every) for i in range(0, len(stock), max(1, batch_size))]
+        scored = {j: {k: torch.cat([c[j][k] for c in chunks]) for k in chunks[0][j]} for j in every}
+    means = {j: scored[j]["total"].mean(1) for j in every}  # (N,) per judge: mean over the held-out texts
+    order = means[0].argsort(descending=True).tolist()
+    best = order[0]
+    result["best_stock"] = _summary(stock.names[best], judge, scored, best)
+    result["stock_ranking"] = [{"name": stock.names[i], "score": float(means[0][i])} for i in order[:top]]
     result["delta"] = {n: candidate["scores"][n] - result["best_stock"]["scores"][n] for n in judge.names}
+    for j, n in enumerate(judge.names):
+        ceiling = half_similarity(judge.scorers[j], target)
+        if ceiling is None:
+            continue
+        i = int(means[j].argmax())
+        floor, voice = float(means[j][i]), candidate["scores"][n]
+        result["closure"][n] = {"voice": voice, "floor": floor, "floor_voice": stock.names[i], "ceiling": ceiling,
+                                "closure": (voice - floor) / (ceiling - floor) if ceiling > floor else None,
+                                "held_out": None if optimized is None else n not in optimized}
     return result
 
 
 def format_table(result: dict[str, Any]):
-    """A rich Table: one row per judge, the voice next to the best stock voice."""
+    """A rich Table: one row per judge, the voice next to the best stock voice, and the closure where known."""
     from rich.table import Table
 
-    stock = result.get("best_stock")
+    stock, closure = result.get("best_stock"), result.get("closure") or {}
     table = Table(title=f"evaluate: {result['voice']}", caption=f"{len(result['texts'])} held-out text(s); "
-                  f"best stock voice by {result['judges'][0]}")
+                  f"best stock voice by {result['judges'][0]}" + ("; closure = (voice − best stock under that judge) / "
+                                                                  "(half vs half of the target − that floor)" if closure else ""))
     table.add_column("judge")
     table.add_column("voice", justify="right")
     if stock:
         table.add_column(f"best stock ({stock['name']})", justify="right")
         table.add_column("Δ", justify="right")
+    if closure:
+        table.add_column("floor (voice)", justify="right")
+        table.add_column("ceiling", justify="right")
+        table.add_column("closure", justify="right")
     for name in result["judges"]:
         row = [name, f"{result['candidate']['scores'][name]:.4f}"]
         if stock:
             delta = result["delta"][name]
             row += [f"{stock['scores'][name]:.4f}", f"[{'green' if delta >= 0 else 'red'}]{delta:+.4f}[/]"]
+        if closure:
+            c = closure.get(name)
+            if c is None:
+                row += ["", "", ""]
+            else:
+                value = "n/a" if c["closure"] is None else f"{100 * c['closure']:+.0f}%"
+                flag = {True: " held out", False: " optimized", None: ""}[c["held_out"]]
+                row += [f"{c['floor']:.4f} ({c['floor_voice']})", f"{c['ceiling']:.4f}", value + flag]
         table.add_row(*row)
     return table
+
+
+def optimized_scorers(run_dir: str | os.PathLike) -> set[str] | None:
+    """The scorer names a run directory's search optimized (every name inside a compose spec), or None."""
+    import json
+    import re
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        spec = str(json.loads(path.read_text())["scorer"]["name"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return set(re.findall(r"[A-Za-z][\w.-]*", spec.split(":", 1)[-1])) | {spec}
