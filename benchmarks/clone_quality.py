@@ -70,6 +70,14 @@ METHODS: dict[str, dict[str, Any]] = {
     # fewer chains: the same evaluations buy more Adam steps (8 chains: ~40 steps in 320 evaluations; 2 chains: ~150)
     "res-c2": {"scorer": "resemblyzer", "scorer_options": {"probes": 0, "augment": 0}, "strategy": "gradient", "strategy_options": {"chains": 2}},
     "ecapa-c2": {"scorer": "ecapa", "scorer_options": {"probes": 0, "augment": 0}, "strategy": "gradient", "strategy_options": {"chains": 2}},
+    # the held-out closure was still rising at 640 evaluations: do bigger steps or a wider trust region get there sooner?
+    "ecapa-lr2": {"scorer": "ecapa", "scorer_options": {"probes": 0, "augment": 0}, "strategy": "gradient", "strategy_options": {"lr": 0.1}},
+    "ecapa-r3": {"scorer": "ecapa", "scorer_options": {"probes": 0, "augment": 0}, "strategy": "gradient", "strategy_options": {"radius": 3.0}},
+    # pitch as its own objective (scorers/pitch.py): the harmonic source gets no gradient, so embedding objectives
+    # leave the clones 1-7 semitones off; 1 semitone off costs 1/12 (weight 1) or 1/40 (weight 0.3)
+    "ecapa-pitch": {"scorer": "compose:ecapa+pitch", "strategy": "gradient"},
+    "ecapa-pitch03": {"scorer": "compose:ecapa+0.3*pitch", "strategy": "gradient"},
+    "res-pitch": {"scorer": "compose:resemblyzer+pitch", "strategy": "gradient"},
 }
 
 

@@ -524,7 +524,8 @@ def evaluate(
     judge: str = Opt("ecapa,resemblyzer,dnsmos", help="Comma-separated judges (scorer names)."),
     device: str = Opt("auto"), weights: str = Opt("auto"), voices: Optional[Path] = Opt(None),
     json_out: Optional[Path] = Opt(None, "--json", help="Also write the results as JSON here."),
-    renderer: str = Opt("kokoro", "--renderer", help="Renderer by name (`voicesearch renderers`)."),
+    renderer: str = Opt("auto", "--renderer", help="Renderer by name (`voicesearch renderers`); auto: kokoro-onnx "
+                        "(int8, a worker per core) on a CPU, kokoro on a GPU."),
     plugin: Optional[list[str]] = Opt(None, "--plugin", help="Plug-in file or module to load first (repeatable)."),
 ) -> None:
     """Judge a voice on held-out text against the target, next to the best stock voice.
@@ -544,7 +545,11 @@ def evaluate(
     if json_out is not None:
         _new_file(json_out, force=True, flag="--json")
     pack = load_voice(path)
+    if renderer == "auto":
+        renderer = "kokoro-onnx" if resolve_device(device) == "cpu" and weights in ("auto", "pypi-int8") else "kokoro"
     options = {"weights": weights} if renderer == "kokoro" or weights != "auto" else {}
+    if renderer == "kokoro-onnx":
+        options = {"workers": "auto"}
     config = make_config(renderer={"name": renderer, "options": options}, device=device,
                          voices=str(voices) if voices else None, plugins=list(plugin or []))
     check_names(config)  # loads the plug-ins; an unknown renderer or judge fails here, before any model loads

@@ -16,6 +16,9 @@ class AudioBatch:
     wave: torch.Tensor
     lengths: torch.Tensor
     sample_rate: int
+    #: (B, F) the pitch (Hz) the renderer drove its voice source with, at its own frame rate, 0 where unvoiced or
+    #: past an item's end; None when the renderer does not report it (Kokoro does; gradients reach it).
+    f0: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.wave.shape[0]

@@ -37,6 +37,7 @@ class Held:
 
     durations: torch.Tensor
     source: torch.Tensor
+    f0: torch.Tensor | None = None  # (B, 2·frames) predicted F0 in Hz: not held, reported (with gradients)
 
 
 class NoiseBank:
@@ -349,4 +350,4 @@ def synthesize(
             samples = frames * SAMPLES_PER_FRAME
             # the last window overlaps 10 samples past an item's end: zero them, as a render of the item alone ends there
             wave = (generate_fn or generate)(gen, x, s_dec, har, frames).masked_fill(~lengths_mask(samples, frames.max() * SAMPLES_PER_FRAME)[:, 0], 0)
-    return wave, samples, Held(durations, har)
+    return wave, samples, Held(durations, har, f0)  # f0 is zero past each item's end (prosody masks it)

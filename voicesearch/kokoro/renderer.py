@@ -162,12 +162,13 @@ class KokoroRenderer:
         packs = self._as_packs(packs)
         parts = [self._render_tokens(packs, ids, speed, differentiable) for ids in chunks]
         if len(parts) == 1:
-            wave, lengths = parts[0]
+            wave, lengths, f0 = parts[0]
         else:
-            waves = [torch.cat([w[b, : int(n[b])] for w, n in parts]) for b in range(packs.shape[0])]
+            waves = [torch.cat([w[b, : int(n[b])] for w, n, _ in parts]) for b in range(packs.shape[0])]
             joined = AudioBatch.from_list(waves, SAMPLE_RATE)
             wave, lengths = joined.wave, joined.lengths
-        return AudioBatch(wave, lengths, SAMPLE_RATE)
+            f0 = torch.cat([f for _, _, f in parts], dim=1)  # chunk after chunk; zeros between them are unvoiced
+        return AudioBatch(wave, lengths, SAMPLE_RATE, f0=f0)
 
     def synthesize_tokens(
         self,
@@ -214,13 +215,13 @@ class KokoroRenderer:
             raise InputError(f"speed must be positive (got {speed})")
         styles = packs[:, min(len(token_ids) - 1, packs.shape[1] - 1)]  # Kokoro: pack[len(tokens) - 1]
         text = self._text(token_ids)
-        waves, lengths = [], []
+        waves, lengths, f0s = [], [], []
         start, size = 0, min(self.max_batch, styles.shape[0], self._index_safe_batch.get(len(token_ids), styles.shape[0]))
         while start < styles.shape[0]:
             out_of_memory = False
             try:
                 with self._autocast():
-                    wave, n, _ = synthesize(
+                    wave, n, held = synthesize(
                         self.model, text, styles[start : start + size], speed=speed,
                         differentiable=differentiable, noise=self.noise, stage=self._stage, generate_fn=self._generate,
                     )
@@ -243,10 +244,12 @@ class KokoroRenderer:
                 continue
             waves.append(wave)
             lengths.append(n)
+            f0s.append(held.f0)
             start += wave.shape[0]
         longest = max(w.shape[1] for w in waves)
         wave = torch.cat([F.pad(w, (0, longest - w.shape[1])) for w in waves])
-        return wave, torch.cat(lengths)
+        frames = max(f.shape[1] for f in f0s)
+        return wave, torch.cat(lengths), torch.cat([F.pad(f, (0, frames - f.shape[1])) for f in f0s])
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
