@@ -243,7 +243,7 @@ class RunRecorder(Callback):
         self.dir = Path(run_dir)
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.sample_texts = sample_texts or []
-        self.on_checkpoint = on_checkpoint or []  # e.g. the HTML report builder
+        self.on_checkpoint = on_checkpoint or []  # hook(search, run_dir, final) at checkpoints and at the end
         self._last_best_save = 0.0
         self._best_dirty = False
         self.saved_step: int | None = None
