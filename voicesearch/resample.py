@@ -46,9 +46,10 @@ def resample(wave: torch.Tensor, orig_sr: int, new_sr: int, width: int = 16, rol
 
 
 def resample_batch(audio: AudioBatch, sample_rate: int, width: int = 16, rolloff: float = 0.945) -> AudioBatch:
-    """`audio` at `sample_rate`: the waves resampled (on their device, differentiably), each length ceil(n * new / old)."""
+    """`audio` at `sample_rate`: the waves resampled (on their device, differentiably), each length ceil(n * new / old);
+    the renderer's f0, at its own frame rate, comes along."""
     if audio.sample_rate == sample_rate:
         return audio
     wave = resample(audio.wave, audio.sample_rate, sample_rate, width, rolloff)
     lengths = (audio.lengths * sample_rate + audio.sample_rate - 1) // audio.sample_rate
-    return AudioBatch(wave, lengths, sample_rate)
+    return AudioBatch(wave, lengths, sample_rate, audio.f0)
