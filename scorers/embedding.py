@@ -33,7 +33,7 @@ from torch import nn
 from voicesearch.errors import InputError
 from voicesearch.options import opt_bool
 from voicesearch.renderer import Renders
-from voicesearch.resample import resample
+from voicesearch.resample import resample_batch
 from voicesearch.scorer import Scorer
 from voicesearch.types import AudioBatch, ScoreResult, TargetSpeech
 
@@ -68,11 +68,8 @@ class SpeakerEmbedder(nn.Module, ABC):
 
     def to_rate(self, audio: AudioBatch) -> AudioBatch:
         """`audio` on this embedder's device and sample rate (differentiable resampling)."""
-        wave, lengths = audio.wave.to(self.device, torch.float32), audio.lengths.to(self.device)
-        if audio.sample_rate != self.sample_rate:
-            wave = resample(wave, audio.sample_rate, self.sample_rate, self.resample_width, self.resample_rolloff)
-            lengths = (lengths * self.sample_rate + audio.sample_rate - 1) // audio.sample_rate
-        return AudioBatch(wave, lengths, self.sample_rate)
+        audio = AudioBatch(audio.wave.to(self.device, torch.float32), audio.lengths.to(self.device), audio.sample_rate)
+        return resample_batch(audio, self.sample_rate, self.resample_width, self.resample_rolloff)
 
     def embed(self, audio: AudioBatch) -> torch.Tensor:
         """(B, D) unit vectors. Runs without autograd unless the waveform requires grad."""
