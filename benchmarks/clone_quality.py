@@ -203,6 +203,7 @@ def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, rende
     config = clone_config(method, target, args)
     t0 = time.perf_counter()
     parts = build(config, renderer=renderer)
+    config = parts.config or config  # `auto` strategy and space made concrete
     milestones = Milestones([m for m in args.milestones if m < args.evals])
     parts.search.callbacks.append(milestones)
     progress = parts.search.run()
