@@ -183,16 +183,17 @@ class Runner:
             search.callbacks += [RunRecorder(job.run_dir, config["checkpoint_every"], config.get("sample_texts")),
                                  ReportRecorder(job.run_dir, config["checkpoint_every"]), LiveBest(job)]
             job.phase = "running"
+            stopped = False
             try:
                 search.run()
                 job.phase = "finishing"
                 score_stock(search, job.run_dir)  # the comparison, whatever the budget (the CLI caps it)
                 build_report(job.run_dir, final=True)
-            except KeyboardInterrupt:
-                job.phase = "stopping"
+            except KeyboardInterrupt:  # run() answers a stop request (Stop, even while loading) this way
+                job.phase, stopped = "stopping", True
             if search.progress.best_pack is not None:
                 job.exports = write_exports(search.progress.best_pack, job.run_dir / "exports", job.name)
-            job.phase = "stopped" if search.stop_requested else "finished"
+            job.phase = "stopped" if stopped else "finished"
         except InputError as e:
             job.phase, job.message = "failed", str(e)
         except Exception as e:  # shown on the page; the run dir keeps whatever was checkpointed

@@ -182,7 +182,7 @@ class Search:
             self.target_state = self.scorer.prepare(self.target)
         for cb in self.callbacks:
             cb.on_start(self)
-        self.stop_reason, self.mid_step, self._stop_requested = None, False, False
+        self.stop_reason, self.mid_step = None, False  # a stop requested before run() (e.g. while loading) still counts
         failure: BaseException | None = None
         restore = self._defer_sigint()
         try:
@@ -232,7 +232,10 @@ class Search:
             restore()
         if failure is not None and self.stop_reason == "out-of-memory":
             _free_memory(self.renderer.device)
-        self._end(self.stop_reason is not None)
+        try:
+            self._end(self.stop_reason is not None)  # callbacks' on_end still see stop_requested
+        finally:
+            self._stop_requested = False  # answered: a later run() (resume in this process) starts clean
         if self.stop_reason in ("interrupt", "interrupt-mid-step"):
             raise KeyboardInterrupt
         if failure is not None:
