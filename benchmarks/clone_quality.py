@@ -54,7 +54,11 @@ SEARCH_TEXT = ("Every morning the baker opened his shop before sunrise, and the 
                "down the quiet street.")
 JUDGE_TEXTS = list(EVALUATE_TEXTS)  # `voicesearch evaluate` speaks the same two sentences by default
 LOO_TARGETS = "af_heart,bm_george,am_michael,bf_emma,af_nicole"
-JUDGES = ("ecapa", "resemblyzer")
+JUDGES = ("ecapa", "resemblyzer", "campplus")
+#: Which held-out judge a summary leads with: the one that separates speakers best on the dev set
+#: (benchmarks/results/judge_devset.json: min same-speaker − max cross-speaker cosine, ECAPA +0.26, CAM++ +0.17,
+#: Resemblyzer +0.00) among those the method did not optimize; CAM++ first because no method here optimizes it.
+HEADLINE_ORDER = ("campplus", "ecapa", "resemblyzer")
 
 #: name -> scorer, scorer options, strategy, strategy options, which judges it optimizes. "default" leaves
 #: strategy, space and scorer to `voicesearch clone`'s defaults (what a user gets with no options).
@@ -78,7 +82,14 @@ METHODS: dict[str, dict[str, Any]] = {
     "ecapa-pitch": {"scorer": "compose:ecapa+pitch", "strategy": "gradient"},
     "ecapa-pitch03": {"scorer": "compose:ecapa+0.3*pitch", "strategy": "gradient"},
     "res-pitch": {"scorer": "compose:resemblyzer+pitch", "strategy": "gradient"},
+    # two embedders as the objective (what only one of them hears does not pay), judged by the third (CAM++)
+    "ecapa-res": {"scorer": "compose:ecapa+resemblyzer", "strategy": "gradient"},
+    "ecapa-res-pitch": {"scorer": "compose:ecapa+resemblyzer+pitch", "strategy": "gradient"},
 }
+
+
+def lead_judge(held_out: list[str]) -> str:
+    return next((j for j in HEADLINE_ORDER if j in held_out), HEADLINE_ORDER[0])
 
 
 def optimized_judges(scorer: str) -> set[str]:
@@ -231,7 +242,9 @@ def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, rende
                       "dnsmos": snap_mos})
     curve.append({"milestone": args.evals, "evals": progress.evals, "search_seconds": round(progress.elapsed, 2), "search_best": progress.best_score,
                   "judges": {k: {"clone": v["clone"], "closure": v["closure"]} for k, v in judges.items()}, "dnsmos": clone_mos})
-    floor_voice = judges[JUDGES[0]]["floor_voice"]
+    consensus = {name: dict(zip(("judges", "dnsmos"), judge_pack(pack, judge, states, stock_sim, ceiling, stock)),
+                            objective=objective) for name, (pack, objective) in chain_means(parts.search).items()}
+    floor_voice = judges[next(iter(judges))]["floor_voice"]
     return {
         "target": target["name"], "kind": target["kind"], "method": method,
         "resolved": {"strategy": config["strategy"]["name"], "space": config["space"]["name"],
@@ -243,8 +256,30 @@ def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, rende
                    "stock_mean": float(stock_mos.mean())},
         "search_best": progress.best_score, "evals": progress.evals, "search_seconds": round(progress.elapsed, 2),
         "wall_seconds": round(seconds, 2), "score_seconds": config.get("score_seconds"), "curve": curve,
+        "consensus": consensus,
         "pack": progress.best_pack,
     }
+
+
+def chain_means(search: Any) -> dict[str, tuple[torch.Tensor, float]]:
+    """Voices that cost no search: the mean, in the space, of the gradient chains' final points — of the best
+    `k` by the objective (`mean-top2`, `mean-top4`) and of all (`mean-all`) — with the objective's score of each.
+    Chains that reach the target by different routes share what is the speaker's and differ in what only the
+    objective's embedder hears; averaging keeps the first. Empty for strategies without chains."""
+    strategy = search.strategy
+    if getattr(strategy, "z", None) is None or getattr(strategy, "x_start", None) is None:
+        return {}
+    x = strategy.propose().float()
+    _, result = search.evaluate(x, grad=False)
+    order = result.total.float().cpu().argsort(descending=True)
+    out = {}
+    for k in sorted({2, 4, len(order)}):
+        if k > len(order) or k < 2:
+            continue
+        mean = x[order[:k]].mean(0, keepdim=True)
+        packs, scored = search.evaluate(mean, grad=False)
+        out["mean-all" if k == len(order) else f"mean-top{k}"] = (packs[0].float().cpu(), float(scored.total[0]))
+    return out
 
 
 def sync(device: str) -> None:
@@ -262,9 +297,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             part = [r for r in mine if r["kind"] == kind]
             if not part:
                 continue
-            held_out = [j for j in JUDGES if j not in mine[0]["optimizes"]]
+            judged = [j for j in JUDGES if all(j in r["judges"] for r in part)]  # older rows: two judges
+            held_out = [j for j in judged if j not in mine[0]["optimizes"]]
             sub: dict[str, Any] = {"targets": len(part)}
-            for j in JUDGES:
+            for j in judged:
                 closures = [r["judges"][j]["closure"] for r in part if r["judges"][j]["closure"] is not None]
                 sub[j] = {"held_out": j in held_out,
                           "mean_closure": round(statistics.fmean(closures), 4) if closures else None,
@@ -279,6 +315,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             sub["search_seconds_per_target"] = round(statistics.fmean(r["search_seconds"] for r in part), 1)
             sub["score_seconds"] = part[0].get("score_seconds")
             sub["curve"] = curve_summary(part, held_out)
+            sub["consensus"] = consensus_summary(part, held_out)
             entry[kind] = sub
         out[method] = entry
     return out
@@ -302,13 +339,28 @@ def curve_summary(rows: list[dict[str, Any]], held_out: list[str]) -> list[dict[
     return points
 
 
+def consensus_summary(rows: list[dict[str, Any]], held_out: list[str]) -> dict[str, Any]:
+    """Per chain mean (see `chain_means`): held-out mean/median closure, below floor, DNSMOS, objective."""
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(k for r in rows for k in r.get("consensus", {})):
+        at = [r["consensus"][name] for r in rows if name in r.get("consensus", {})]
+        point: dict[str, Any] = {"targets": len(at), "dnsmos_clone": round(statistics.fmean(c["dnsmos"] for c in at), 3),
+                                 "objective": round(statistics.fmean(c["objective"] for c in at), 4)}
+        for j in held_out:
+            closures = [c["judges"][j]["closure"] for c in at if c["judges"][j]["closure"] is not None]
+            point[j] = {"mean_closure": round(statistics.fmean(closures), 4) if closures else None,
+                        "median_closure": round(statistics.median(closures), 4) if closures else None,
+                        "below_floor": sum(c["judges"][j]["clone"] < c["judges"][j]["floor"] for c in at)}
+        out[name] = point
+    return out
+
+
 def headline(summary: dict[str, Any], method: str = "default") -> dict[str, Any] | None:
     """The issue's `default` entry: the default method's closure on the dev set under its held-out judge."""
     entry = summary.get(method, {}).get("devset")
     if not entry:
         return None
-    held = [j for j in JUDGES if entry[j]["held_out"]]
-    j = held[0] if held else JUDGES[0]
+    j = lead_judge([k for k in JUDGES if k in entry and entry[k]["held_out"]])
     return {"judge": j, "mean_closure": entry[j]["mean_closure"], "median_closure": entry[j]["median_closure"],
             "below_floor": entry[j]["below_floor"], "dnsmos_guard_ok": entry["dnsmos_guard_ok"],
             "dnsmos_clone": entry["dnsmos_clone"], "dnsmos_stock": entry["dnsmos_stock"],
@@ -343,6 +395,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--loo", default=LOO_TARGETS, help="hidden stock voices ('' for none)")
     p.add_argument("--no-devset", action="store_true")
     p.add_argument("--evals", type=int, default=480)
+    p.add_argument("--judges", default=",".join(JUDGES), help="speaker embedders that judge every clone")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, help="population size (default: the CLI's)")
@@ -398,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     renderer = build_renderer(make_config(device=args.device, renderer={"name": args.renderer, "options": renderer_options(args)}))
     folder = voices_folder_from_env()
     stock_all = StockVoices.from_folder(folder) if folder else renderer.stock_voices()
-    judge = Judge(JUDGES, renderer, args.device)
+    judge = Judge(tuple(j for j in args.judges.split(",") if j), renderer, args.device)
     tmp = Path(tempfile.mkdtemp(prefix="clone_quality_"))
     targets = [] if args.no_devset else devset_targets(Path(args.devset), args.speakers.split(",") if args.speakers else None)
     targets += loo_targets([n for n in args.loo.split(",") if n], renderer, stock_all, tmp)
@@ -413,8 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 with open(args.save_packs, "wb") as f:
                     np.savez_compressed(f, **packs)
             rows.append(row)
-            held = [j for j in JUDGES if j not in row["optimizes"]]
-            j = held[0] if held else JUDGES[0]
+            j = lead_judge([k for k in row["judges"] if k not in row["optimizes"]])
             r = row["judges"][j]
             print(f"{method:>18} {target['name']:>22} {j}: floor {r['floor']:.3f} clone {r['clone']:.3f} ceil "
                   f"{r['ceiling']:.3f} closure {r['closure'] if r['closure'] is None else round(r['closure'], 3)} "
