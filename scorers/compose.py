@@ -219,6 +219,11 @@ class ComposedScorer(Scorer):
         self.text_independent = all(s.text_independent for s in self.scorers.values())  # type: ignore[misc]
         self._mappings: dict[str, list[int]] = {}
 
+    @staticmethod
+    def component_names(formula: str) -> list[str]:
+        """The scorer names a formula uses (tools ask it without building the scorers, e.g. voicesearch.cpu)."""
+        return leaves(parse_formula(formula)) if formula else []
+
     def texts(self, target: TargetSpeech) -> list[str]:
         union: list[str] = []
         for name, scorer in self.scorers.items():

@@ -89,6 +89,9 @@ class Chain(Strategy):
     def restarts_reference(self) -> bool:
         return self.stage.restarts_reference()
 
+    def favorite(self, evaluate: Any) -> torch.Tensor | None:
+        return self.stage.favorite(evaluate)
+
     def may_want_grad(self) -> bool:
         return any(stage.may_want_grad() for stage in self.stages)
 

@@ -33,15 +33,21 @@ def test_cpu_defaults_fill_only_what_the_user_left_unset():
 
     gpu = make_config()
     assert resolve_defaults(gpu, set(), "cuda") is None
-    assert gpu["renderer"]["name"] == "kokoro" and gpu["batch_size"] == 16 and gpu["budget"]["evals"] == 640
-    assert gpu["scorer"]["name"] == "ecapa" and gpu["score_seconds"] == 5.0 and "stock_langs" not in gpu
+    assert gpu["renderer"]["name"] == "kokoro" and gpu["batch_size"] == 16 and gpu["budget"]["evals"] == 768
+    assert gpu["scorer"]["name"] == "compose:ecapa+resemblyzer" and gpu["score_seconds"] == 5.0 and "stock_langs" not in gpu
 
     chosen = make_config(scorer={"name": "hybrid", "options": {}})  # a scorer the user named stays; hybrid needs the words
     resolve_defaults(chosen, {"scorer"}, "cuda")
     assert chosen["scorer"]["name"] == "hybrid" and "score_seconds" not in chosen
     whole = make_config()
     resolve_defaults(whole, {"score_seconds"}, "cuda")  # --score-seconds 0: the whole transcript
-    assert whole["scorer"]["name"] == "ecapa" and "score_seconds" not in whole
+    assert whole["scorer"]["name"] == "compose:ecapa+resemblyzer" and "score_seconds" not in whole
+    pitch = make_config(scorer={"name": "compose:ecapa+0.3*pitch", "options": {}})  # a formula of speaker scorers
+    resolve_defaults(pitch, {"scorer"}, "cuda")
+    assert pitch["score_seconds"] == 5.0
+    words = make_config(scorer={"name": "compose:ecapa+hybrid", "options": {}})  # one of them needs the words
+    resolve_defaults(words, {"scorer"}, "cuda")
+    assert "score_seconds" not in words
 
 
 @pytest.mark.parametrize("strategy, scorer, torch_only, renderer, cut", [

@@ -234,6 +234,41 @@ def test_gradient_climbs_inside_its_trust_region(problem, pca):
     assert progress.best_score > problem["best_stock"] + 0.03
 
 
+def test_gradient_answers_with_the_mean_of_its_best_chains(problem, pca, tmp_path):
+    from voicesearch.run import RunRecorder, read_checkpoint
+    from voicesearch.voice import load_voice
+
+    strategy = make(GradientAscent, pca, problem, batch_size=4, lr="0.2", average="2")
+    search = Search(strategy, problem["scorer"], problem["renderer"], problem["target"], Budget(steps=14 + 6),
+                    callbacks=[RunRecorder(tmp_path, checkpoint_every=5)])
+    progress = search.run()
+    x = strategy.propose()  # the chains where they ended
+    top2 = x[search.evaluate(x, grad=False)[1].total.argsort(descending=True)[:2]].mean(0, keepdim=True)
+    expected = pca.to_packs(top2)[0]
+    assert torch.allclose(progress.voice, expected, atol=1e-5) and not torch.allclose(progress.voice, progress.best_pack)
+    assert progress.favorite_score == pytest.approx(float(search.evaluate(top2, grad=False)[1].total[0]), abs=1e-5)
+    assert progress.evals == 53 + 6 * 4  # the answer is scored outside the budget
+    final, best = (load_voice(tmp_path / f).reshape(510, 256) for f in ("voice_final.pt", "voice_best.pt"))
+    assert torch.allclose(final, progress.voice.reshape(510, 256), atol=1e-3)
+    assert torch.allclose(best, progress.best_pack.reshape(510, 256), atol=1e-3) and not torch.allclose(final, best)
+    read_checkpoint(tmp_path / "checkpoint.pt")  # its progress record still passes the checkpoint's checks
+
+    single = make(GradientAscent, pca, problem, batch_size=4, average="1")  # average 1: the best scored voice
+    assert run(single, problem, 14 + 2)[1].favorite_pack is None
+    ranking = make(GradientAscent, pca, problem, batch_size=4)  # budget spent while ranking: no chains yet
+    assert run(ranking, problem, 5)[1].favorite_pack is None
+
+    class StopAt(Callback):
+        def on_step(self, search, x, result, improved):
+            if search.progress.step == 16:
+                search.request_stop()
+    stopped = Search(make(GradientAscent, pca, problem, batch_size=4), problem["scorer"], problem["renderer"],
+                     problem["target"], Budget(steps=14 + 6), callbacks=[StopAt()])
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run()
+    assert stopped.progress.favorite_pack is None  # a stopped search answers when resumed to its end
+
+
 def test_chain_hands_the_best_points_on(problem, pca):
     strategy = make(Chain, pca, problem, variant="interpolate>cma-es>gradient", steps=",6",
                     **{"interpolate.population": "3", "3.lr": "0.2"})

@@ -191,8 +191,8 @@ class Runner:
                 build_report(job.run_dir, final=True)
             except KeyboardInterrupt:  # run() answers a stop request (Stop, even while loading) this way
                 job.phase, stopped = "stopping", True
-            if search.progress.best_pack is not None:
-                job.exports = write_exports(search.progress.best_pack, job.run_dir / "exports", job.name)
+            if search.progress.voice is not None:
+                job.exports = write_exports(search.progress.voice, job.run_dir / "exports", job.name)
             job.phase = "stopped" if stopped else "finished"
         except InputError as e:
             job.phase, job.message = "failed", str(e)

@@ -114,8 +114,9 @@ def _run(config: dict[str, Any], claim: Any, parts=None, resume: bool = False, n
     except SearchStopped as e:
         err.print(_stopped_line(f"error: {e}", search, claim), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(3)
-    out.print(f"best score {progress.best_score:.4f} after {progress.evals} evaluations "
-              f"({progress.elapsed:.1f} s) → {out_dir / 'voice_best.pt'}")
+    answer = "" if progress.favorite_score is None else f"; the strategy's answer scores {progress.favorite_score:.4f}"
+    out.print(f"best score {progress.best_score:.4f} after {progress.evals} evaluations ({progress.elapsed:.1f} s)"
+              f"{answer} → {out_dir / 'voice_final.pt'}")
     out.print(f"report: {out_dir / 'report.html'}")
 
 

@@ -53,11 +53,19 @@ class Progress:
     best_pack: torch.Tensor | None = None
     best_parts: dict[str, float] = field(default_factory=dict)
     best_step: int = -1
+    favorite_pack: torch.Tensor | None = None  # the strategy's own answer at the end (Strategy.favorite), if any
+    favorite_score: float | None = None
+
+    @property
+    def voice(self) -> torch.Tensor | None:
+        """The voice the search returns: the strategy's favorite where it named one, else the best scored voice."""
+        return self.best_pack if self.favorite_pack is None else self.favorite_pack
 
     def update(self, x: torch.Tensor, packs: torch.Tensor, result: ScoreResult) -> bool:
         """Record a scored batch; True when it holds a new best."""
         self.step += 1
         self.evals += x.shape[0]
+        self.favorite_pack = self.favorite_score = None  # searching on (a resume with more budget): asked again at the end
         i = int(result.total.argmax())
         score = float(result.total[i])
         if score > self.best_score:
@@ -186,36 +194,12 @@ class Search:
         failure: BaseException | None = None
         restore = self._defer_sigint()
         try:
-            while not self.budget.spent(self.progress) and not self.strategy.done():
-                if self._stop_requested:
-                    self.stop_reason = "interrupt"
-                    break
-                t0 = time.perf_counter()
-                self.mid_step = True
-                before = self._snapshot_if_last()
-                x = self.strategy.ask()
-                room = None if self.budget.evals is None else self.budget.evals - self.progress.evals
-                partial = before is not None and room < x.shape[0]
-                if partial:  # the evaluation budget ends inside this population: score only what fits
-                    x = x[:room]
-                if self.strategy.restarts_reference():
-                    self.scorer.reset_reference()
-                packs, result = self._evaluate_retrying(x)
-                if partial:
-                    # a population-based update must not see part of a population: the strategy goes back to before
-                    # it asked (the search ends here; `resume` with a larger budget asks again)
-                    self.strategy.load_state_dict(before)
-                else:
-                    self.strategy.tell(x, _to_cpu(result))
-                self._population = x.shape[0]
-                self.progress.elapsed += time.perf_counter() - t0
-                improved = self.progress.update(x, packs, result)
-                self.mid_step = False
-                self.last = result
-                for cb in self.callbacks:
-                    cb.on_step(self, x, result, improved)
-        except StopSearch:
-            pass
+            try:
+                self._steps()
+            except StopSearch:
+                pass
+            if self.stop_reason is None:  # ended by its budget, the strategy or a callback: not by a request
+                self._take_favorite()
         except KeyboardInterrupt:
             self.stop_reason = "interrupt-mid-step" if self.mid_step else "interrupt"
         except SystemExit as e:  # plug-in code calling sys.exit must not end the process silently
@@ -241,6 +225,47 @@ class Search:
         if failure is not None:
             raise failure
         return self.progress
+
+    def _steps(self) -> None:
+        """Ask, evaluate, tell, record, until the budget is spent, the strategy is done or a stop is asked."""
+        while not self.budget.spent(self.progress) and not self.strategy.done():
+            if self._stop_requested:
+                self.stop_reason = "interrupt"
+                break
+            t0 = time.perf_counter()
+            self.mid_step = True
+            before = self._snapshot_if_last()
+            x = self.strategy.ask()
+            room = None if self.budget.evals is None else self.budget.evals - self.progress.evals
+            partial = before is not None and room < x.shape[0]
+            if partial:  # the evaluation budget ends inside this population: score only what fits
+                x = x[:room]
+            if self.strategy.restarts_reference():
+                self.scorer.reset_reference()
+            packs, result = self._evaluate_retrying(x)
+            if partial:
+                # a population-based update must not see part of a population: the strategy goes back to before
+                # it asked (the search ends here; `resume` with a larger budget asks again)
+                self.strategy.load_state_dict(before)
+            else:
+                self.strategy.tell(x, _to_cpu(result))
+            self._population = x.shape[0]
+            self.progress.elapsed += time.perf_counter() - t0
+            improved = self.progress.update(x, packs, result)
+            self.mid_step = False
+            self.last = result
+            for cb in self.callbacks:
+                cb.on_step(self, x, result, improved)
+
+    def _take_favorite(self) -> None:
+        """Ask the strategy for its answer (Strategy.favorite: e.g. a mean of its best chains rather than the one
+        point that scored best), scoring what it needs outside the budget and without gradients."""
+        x = self.strategy.favorite(lambda points: _to_cpu(self.evaluate(points, grad=False)[1]))
+        if x is None:
+            return
+        packs, result = self.evaluate(x.reshape(1, -1), grad=False)
+        self.progress.favorite_pack = packs[0].float().cpu().clone()
+        self.progress.favorite_score = float(result.total[0])
 
     def _end(self, interrupted: bool) -> None:
         """Every callback's on_end runs (a progress bar must stop) even if one raises; the first error then."""

@@ -283,7 +283,9 @@ def _stock_styles(run_dir: Path, config: dict[str, Any]) -> tuple[list[str], np.
 
 
 def _best_style(run_dir: Path) -> np.ndarray | None:
-    path = run_dir / "voice_best.pt"
+    path = run_dir / "voice_final.pt"  # the search's answer once it ended, else the best scored voice so far
+    if not path.is_file():
+        path = run_dir / "voice_best.pt"
     if not path.is_file():
         return None
     from .voice import load_voice
@@ -311,7 +313,7 @@ def _stock_map(run_dir: Path, config: dict[str, Any], trajectory: list[dict], st
     excluded = set(config.get("exclude_voices") or [])
     scores = (stock_scores or {}).get("scores") or {}
     key = ("map", tuple(names), len(trajectory), trajectory[-1]["step"] if trajectory else None, tuple(sorted(excluded)),
-           str(demo), tuple(scores.items())) + _file_key(run_dir / "voice_best.pt", run_dir / ASSETS / "stock_styles.npz")
+           str(demo), tuple(scores.items())) + _file_key(run_dir / "voice_best.pt", run_dir / "voice_final.pt", run_dir / ASSETS / "stock_styles.npz")
     uri = figures.get(key, lambda: report_plots.stock_map(names, stock, excluded, scores, hidden, trajectory, best))
     out = "<h2>Among the stock voices</h2>" + _img(uri, "the clone among the stock voices (PCA map)")
     out += "<p class='muted'>Red dots: the best voice at each checkpoint where it changed (darker = later).</p>"

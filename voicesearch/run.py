@@ -3,7 +3,7 @@
     RUN/config.json          every setting (rerun with `voicesearch resume RUN` or copy and edit)
     RUN/history.jsonl        one row per step
     RUN/checkpoint.pt        progress + strategy/scorer/space state + all RNG states (every N steps, on Ctrl-C, at the end)
-    RUN/voice_best.pt|.npz   best voice so far;  RUN/voice_final.pt at the end
+    RUN/voice_best.pt|.npz   best scored voice so far;  RUN/voice_final.pt at the end: the search's answer (Progress.voice)
     RUN/samples/*.wav        the best voice speaking the target text and a held-out text
     RUN/.lock                while a process writes the run: its pid, locked (flock); the OS drops the lock if it dies
 All writes are atomic (temp file + rename): a crash never leaves a half-written file behind. A checkpoint is
@@ -126,7 +126,7 @@ def save_checkpoint(search: Search, path: Path) -> None:
 
 _PROGRESS_KINDS = {"step": int, "evals": int, "elapsed": (int, float), "best_score": (int, float),
                    "best_x": (torch.Tensor, type(None)), "best_pack": (torch.Tensor, type(None)), "best_parts": dict,
-                   "best_step": int}
+                   "best_step": int, "favorite_pack": (torch.Tensor, type(None)), "favorite_score": (int, float, type(None))}
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -305,7 +305,7 @@ class RunRecorder(Callback):
         if getattr(search, "stop_reason", None) not in (None, "interrupt") or search.progress.best_pack is None:
             return  # stopped mid-step: no final voice, no samples (rendering may be what failed)
         if not interrupted:
-            save_voice(search.progress.best_pack, self.dir / "voice_final.pt")
+            save_voice(search.progress.voice, self.dir / "voice_final.pt")
         self.write_samples(search)
         for hook in self.on_checkpoint:
             hook(search, self.dir, True)
@@ -313,7 +313,7 @@ class RunRecorder(Callback):
     def write_samples(self, search: Search) -> None:
         from .audio import write_wav
 
-        pack = search.progress.best_pack.to(search.renderer.device)[None]
+        pack = search.progress.voice.to(search.renderer.device)[None]
         texts = {"target_text": search.target.text, **{f"heldout_{i}": t for i, t in enumerate(self.sample_texts)}}
         with torch.no_grad():
             for name, text in texts.items():

@@ -14,7 +14,7 @@ automatically from instance attributes; override `state_dict` for anything else.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -61,6 +61,10 @@ class Strategy(ABC):
       scored (NaN where not yet), or None (the default): the report reuses them for its baseline.
     - `may_want_grad()` says whether any batch of this strategy, as configured, may want gradients (tools that
       size memory ask it, e.g. `--batch auto`); the default follows `wants_grad`.
+    - `favorite(evaluate)` is asked once when the search ends (not when it is stopped): the point (dim,) the
+      strategy answers with, or None (the default) for the best scored point. Like pycma's `xfavorite` (the
+      distribution's mean) next to `xbest`. `evaluate(points)` scores (M, dim) points without gradients,
+      outside the budget. The search returns that voice (`Progress.voice`, the run's voice_final.pt).
     """
 
     name: ClassVar[str] = ""
@@ -113,6 +117,10 @@ class Strategy(ABC):
 
     def restarts_reference(self) -> bool:
         return False
+
+    def favorite(self, evaluate: Callable[[torch.Tensor], ScoreResult]) -> torch.Tensor | None:
+        """The point (dim,) to answer with at the end; None (default): the best scored point."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         state = {k: v for k, v in vars(self).items() if k not in _NOT_STATE and _is_plain(v)}
