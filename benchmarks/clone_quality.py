@@ -234,7 +234,7 @@ def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, rende
         ceiling = {k: float(v[0]) for k, v in judge.similarities(judge.renders(target["pack"][None], JUDGE_TEXTS), states).items()}
     else:
         ceiling = judge.halves(clip_target.clips[0], clip_target.sample_rate)
-    judges, clone_mos = judge_pack(progress.best_pack, judge, states, stock_sim, ceiling, stock)
+    judges, clone_mos = judge_pack(progress.voice, judge, states, stock_sim, ceiling, stock)  # the search's answer
     curve = []
     for snap in milestones.snapshots:
         snap_judges, snap_mos = judge_pack(snap.pop("pack"), judge, states, stock_sim, ceiling, stock)
@@ -242,8 +242,11 @@ def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, rende
                       "dnsmos": snap_mos})
     curve.append({"milestone": args.evals, "evals": progress.evals, "search_seconds": round(progress.elapsed, 2), "search_best": progress.best_score,
                   "judges": {k: {"clone": v["clone"], "closure": v["closure"]} for k, v in judges.items()}, "dnsmos": clone_mos})
+    others = chain_means(parts.search)
+    if progress.favorite_pack is not None:  # the strategy answered with another voice than its best scored one
+        others["best-scored"] = (progress.best_pack, progress.best_score)
     consensus = {name: dict(zip(("judges", "dnsmos"), judge_pack(pack, judge, states, stock_sim, ceiling, stock)),
-                            objective=objective) for name, (pack, objective) in chain_means(parts.search).items()}
+                            objective=objective) for name, (pack, objective) in others.items()}
     floor_voice = judges[next(iter(judges))]["floor_voice"]
     return {
         "target": target["name"], "kind": target["kind"], "method": method,
@@ -257,7 +260,7 @@ def run_one(method: str, target: dict[str, Any], args: argparse.Namespace, rende
         "search_best": progress.best_score, "evals": progress.evals, "search_seconds": round(progress.elapsed, 2),
         "wall_seconds": round(seconds, 2), "score_seconds": config.get("score_seconds"), "curve": curve,
         "consensus": consensus,
-        "pack": progress.best_pack,
+        "answer_score": progress.favorite_score, "pack": progress.voice,
     }
 
 
@@ -282,6 +285,25 @@ def chain_means(search: Any) -> dict[str, tuple[torch.Tensor, float]]:
     return out
 
 
+def answered_by(row: dict[str, Any], name: str) -> dict[str, Any]:
+    """A row of a run made before the gradient strategy answered with a chain mean, as that strategy answers:
+    the judged voice becomes the row's `consensus[name]` (e.g. mean-top4, which the run judged from the same
+    chains: see `chain_means`), and the voice it judged becomes `consensus["best-scored"]`. Rows unchanged for ''."""
+    if not name:
+        return row
+    mean = row["consensus"][name]
+    best = {"judges": row["judges"], "dnsmos": row["dnsmos"]["clone"], "objective": row["search_best"]}
+    row = dict(row, answer=name, answer_score=mean["objective"], judges=mean["judges"],
+               dnsmos=dict(row["dnsmos"], clone=mean["dnsmos"]),
+               consensus={**{k: v for k, v in row["consensus"].items() if k != name}, "best-scored": best})
+    last = dict(row["curve"][-1], answer=name, dnsmos=mean["dnsmos"],
+                judges={k: {"clone": v["clone"], "closure": v["closure"]} for k, v in mean["judges"].items()})
+    row["curve"] = row["curve"][:-1] + [last]
+    row["resolved"] = dict(row["resolved"], strategy_options={**row["resolved"].get("strategy_options", {}),
+                                                              "average": int(name.removeprefix("mean-top"))})
+    return row
+
+
 def sync(device: str) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
@@ -292,7 +314,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        entry: dict[str, Any] = {"optimizes": mine[0]["optimizes"], "resolved": mine[0]["resolved"]}
+        entry: dict[str, Any] = {"optimizes": mine[0]["optimizes"], "resolved": mine[0]["resolved"],
+                                 "answer": mine[0].get("answer") or ("strategy's favorite" if mine[0].get("answer_score")
+                                                                     is not None else "best scored voice")}
         for kind in ("devset", "loo"):
             part = [r for r in mine if r["kind"] == kind]
             if not part:
@@ -419,11 +443,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     if args.merge is not None:
         rows, parts = [], []
-        for f in args.merge:  # FILE or FILE=NEW_METHOD_NAME (e.g. a longer run of the same method)
+        for f in args.merge:  # FILE, FILE=NEW_METHOD_NAME or FILE=NEW_METHOD_NAME@CHAIN_MEAN (see `answered_by`)
             path, _, rename = f.partition("=")
+            rename, _, answer = rename.partition("@")
             data = json.loads(Path(path).read_text())
             parts.append(data)
-            rows += [dict(r, method=rename or r["method"]) for r in data["rows"]]
+            rows += [answered_by(dict(r, method=rename or r["method"]), answer) for r in data["rows"]]
         merged = {k: parts[0][k] for k in ("device", "torch", "python", "date")}
         merged["command"] = [d["command"] for d in parts]
         if args.note:
