@@ -100,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", nargs="+", type=Path, required=True, help="clips with their transcripts beside them")
     ap.add_argument("--clone-args", default="", help="extra `voicesearch clone` options (default: none, the defaults)")
-    ap.add_argument("--judges", default="ecapa,resemblyzer,dnsmos")
+    ap.add_argument("--judges", default="ecapa,resemblyzer,campplus,dnsmos")
     ap.add_argument("--device", default="cuda", help="cuda (the goal's device); cpu only to check this script")
     ap.add_argument("--variant", action="append", default=[], help="options added to the clone for one more warm run "
                     "per target, e.g. '--evals 1280' (repeatable); reported under `variants`")

@@ -522,7 +522,7 @@ def evaluate(
     target: list[Path] = Opt(..., "--target", help="Target speech file(s)."),
     text: Optional[list[str]] = Opt(None, "--text", help="Held-out text(s) to speak (default: the two sentences of "
                                     "benchmarks/clone_quality.py)."),
-    judge: str = Opt("ecapa,resemblyzer,dnsmos", help="Comma-separated judges (scorer names)."),
+    judge: str = Opt("ecapa,resemblyzer,campplus,dnsmos", help="Comma-separated judges (scorer names)."),
     device: str = Opt("auto"), weights: str = Opt("auto"), voices: Optional[Path] = Opt(None),
     json_out: Optional[Path] = Opt(None, "--json", help="Also write the results as JSON here."),
     renderer: str = Opt("auto", "--renderer", help="Renderer by name (`voicesearch renderers`); auto: kokoro-onnx "
@@ -533,7 +533,7 @@ def evaluate(
 
     Example:
 
-        voicesearch evaluate runs/my-run --target me.wav --judge ecapa,resemblyzer,dnsmos
+        voicesearch evaluate runs/my-run --target me.wav --judge ecapa,resemblyzer,campplus,dnsmos
     """
     from .audio import load_target
     from .evaluate import evaluate as run_evaluate, format_table

@@ -50,7 +50,7 @@ class _Judges:
     def __init__(self, names: list[str], target: TargetSpeech, renderer: Renderer, device: str | torch.device,
                  speed: float = 1.0):
         if not names:
-            raise InputError("give at least one judge (a scorer name), e.g. --judge ecapa,resemblyzer,dnsmos")
+            raise InputError("give at least one judge (a scorer name), e.g. --judge ecapa,resemblyzer,campplus,dnsmos")
         self.names = names
         self.scorers: list[Scorer] = [registry.get("scorers", n)(device=device) for n in names]
         self.states = [s.prepare(target) for s in self.scorers]
