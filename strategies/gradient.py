@@ -21,8 +21,8 @@ Speaking rate is out of reach of gradients: Kokoro rounds durations to whole fra
 flows to the prosody columns through timing (F0, energy and timbre do carry gradients). `speed` stays
 whatever the search was given.
 
-Options: `average` (4; 1 = answer with the best point seen), `lr` (0.05), `radius` (1.5, as measured in benchmarks/recovery.py; 0 = none), `penalty` (0.0),
-`chains` (8, at most the batch size and the number of start points; in one run each on the example target,
+Options: `average` (4; 1 = answer with the best point seen), `lr` (0.05), `radius` (1.5, as measured in
+benchmarks/recovery.py; 0 = none), `penalty` (0.0), `chains` (8, at most the batch size and the number of start points; in one run each on the example target,
 8 chains passed Resemblyzer 0.917 after 422 evaluations, 16 chains were at 0.873 after 486), `start` (top:
 the best stock voices; or best, mean, median, origin, a stock voice name or voice file — all chains then
 start there, chain i > 0 jittered by `jitter` (0.05) stds).
