@@ -139,11 +139,12 @@ def write_phonemes(args: argparse.Namespace) -> dict[str, str]:
     return table
 
 
-def make_renderer(args: argparse.Namespace, max_batch: int) -> Any:
+def make_renderer(args: argparse.Namespace, max_batch: int, precision: str | None = None, compile: bool = False,
+                  model: Any = None) -> Any:
     from voicesearch.kokoro.renderer import KokoroRenderer
 
-    kokoro = KokoroRenderer(device=args.device, weights=args.weights, precision=args.precision,
-                            max_batch=args.max_batch or max_batch, seed=args.seed)
+    kokoro = KokoroRenderer(device=args.device, weights=args.weights, precision=precision or args.precision,
+                            max_batch=args.max_batch or max_batch, seed=args.seed, compile=compile, model=model)
     if args.phonemes_file:
         return PhonemeTableRenderer(kokoro, json.loads(Path(args.phonemes_file).read_text(encoding="utf-8")))
     return kokoro
@@ -407,7 +408,7 @@ class Bench:
                 kokoro.profile(False)
 
         meter = Meter(self.device, 1 + args.warmup_steps, 0.0, args.profile_steps, args.profile_steps, warm, stop)
-        resample = renderer_module.resample
+        resample = renderer_module.resample_batch
         with tempfile.TemporaryDirectory(prefix="loop_profile_") as run_dir:
             recorder = self.recorder(run_dir)
             callbacks = ([TimedCallback(recorder, watch, "logging")] if recorder else []) + [meter]
@@ -417,12 +418,12 @@ class Bench:
             scorer.score = watch.wrap("scorer", scorer.score)
             embedder.embed = watch.wrap("scorer:speaker_embed", embedder.embed)
             features.extract = watch.wrap("scorer:features", features.extract)
-            renderer_module.resample = watch.wrap("scorer:resample", resample)  # what Renders resamples with
+            renderer_module.resample_batch = watch.wrap("scorer:resample", resample)  # what Renders resamples with
             try:
                 search.run()
             finally:
                 del scorer.score, embedder.embed, features.extract
-                renderer_module.resample = resample
+                renderer_module.resample_batch = resample
                 if hasattr(kokoro, "profile"):
                     kokoro.profile(False)
         return profile_table(watch, kokoro_stages, meter)
@@ -486,6 +487,10 @@ def pure_render(bench: Bench, packs: torch.Tensor, other: int, repeats: int) -> 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
+    parser.add_argument("--batched-precision", help="renderer precision of the batched and pure-render loops "
+                        "(default: --precision; the sequential loop, KVoiceWalk's way, keeps --precision)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the generator for the batched and "
+                        "pure-render loops (its compile happens in their untimed warm-up steps)")
     parser.add_argument("--modes", default="sequential,batched,pure-render", help="any of sequential, batched, pure-render")
     parser.add_argument("--batches", default="16,32,64,128", help="population sizes for the batched loop")
     parser.add_argument("--seconds-per-mode", type=float, default=45.0, help="timed seconds of the sequential loop")
@@ -531,7 +536,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_json(args.out, report)
         print(f"[{report['wall_s']:.0f} s] {stage}", flush=True)
 
-    bench.prepare("seed")
+    if "sequential" in modes:
+        bench.prepare("seed")  # the resemblyzer package (KVoiceWalk's path) is needed for this mode only
     report["ranking"] = bench.rank_stock(min(max(batches), len(stock)))
     save("setup")
 
@@ -542,6 +548,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(row), flush=True)
         save("sequential")
 
+    if args.batched_precision or args.compile:  # KVoiceWalk's way above stays eager at --precision
+        bench.renderer = make_renderer(args, max(batches), precision=args.batched_precision, compile=args.compile,
+                                       model=kokoro_of(renderer).model)
+        report["batched_precision"] = args.batched_precision or args.precision
+        report["batched_compile"] = args.compile
     best: dict[str, Any] | None = None
     best_x: torch.Tensor | None = None
     if "batched" in modes or "pure-render" in modes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -49,8 +50,11 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> tuple[Any, dict[str, Any]]:
+    started = time.perf_counter()
     for _ in range(warmup):
         fn()
+    sync(device)
+    first_s = time.perf_counter() - started
     times = []
     for _ in range(repeats):
         sync(device)
@@ -58,7 +62,8 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int
         out = fn()
         sync(device)
         times.append(time.perf_counter() - start)
-    return out, {"median_s": round(statistics.median(times), 5), "times_s": [round(t, 5) for t in times]}
+    return out, {"median_s": round(statistics.median(times), 5), "times_s": [round(t, 5) for t in times],
+                 "warmup_s": round(first_s, 3)}
 
 
 def untracked_flops() -> FlopCounterMode:  # with autograd its module tracker fails on a Kokoro input (no grad_fn)
@@ -98,6 +103,19 @@ def against_peak(flops: float, seconds: float, device: torch.device) -> dict[str
             "fraction_of_peak": {k: (achieved / v if peaks else None) for k, v in (peaks or PEAKS["H200"]).items()}}
 
 
+@contextlib.contextmanager
+def eager(kokoro: Any):
+    """The renderer's generator run eagerly inside the block (FLOP counting), whether or not it was compiled."""
+    from voicesearch.kokoro.forward import generate
+
+    compiled = kokoro._generate
+    kokoro._generate = functools.partial(generate, checkpoint=True) if kokoro.checkpoint else generate
+    try:
+        yield
+    finally:
+        kokoro._generate = compiled
+
+
 def us(event: Any, *names: str) -> float:
     """The first of these time attributes the event has (torch renamed cuda_* to device_*), in microseconds."""
     return float(next((getattr(event, n) for n in names if hasattr(event, n)), 0.0))
@@ -114,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the generator (timings after its compile)")
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--score-seconds", type=float, default=5.0, help="0: the whole transcript")
     p.add_argument("--repeats", type=int, default=5)
@@ -136,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device=str(device), batch_size=args.population, budget={"steps": 1, "evals": None, "seconds": None},
         scorer={"name": args.scorer, "options": {}}, space={"name": "pca", "options": {}},
         strategy={"name": "gradient", "options": {"chains": args.population}},
-        renderer={"name": args.renderer, "options": {"weights": args.weights, "precision": args.precision}},
+        renderer={"name": args.renderer, "options": {"weights": args.weights, "precision": args.precision,
+                                                       **({"compile": True} if args.compile else {})}},
         plugins=list(args.plugin or []), score_seconds=args.score_seconds or None)
     parts = build(config)
     search, renderer, scorer = parts.search, parts.renderer, parts.search.scorer
@@ -176,11 +196,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device), step()
         stp["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
 
-    flops = {"forward": count_flops(forward, FlopCounterMode(display=False)), "step": count_flops(step, untracked_flops())}
+    kokoro = getattr(renderer, "inner", renderer)
+    with eager(kokoro):  # the same FLOPs; the counter would otherwise see only the compiled graph's boundary
+        flops = {"forward": count_flops(forward, FlopCounterMode(display=False)), "step": count_flops(step, untracked_flops())}
     for name, row in (("forward", fwd), ("step", stp)):
         flops[name].update(against_peak(flops[name]["flops"], row["median_s"], device))
-
-    kokoro = getattr(renderer, "inner", renderer)
 
     def phases(mark: Callable[[str], Any]) -> None:
         """Search.evaluate's work (space -> render -> score -> d total / d x), one phase at a time, with Kokoro's
@@ -227,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__, "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "precision": args.precision, "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        "precision": args.precision, "compile": args.compile, "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
         "weights": getattr(renderer, "weights_source", None), "population": args.population, "texts": search.texts,
         "audio_seconds_per_step": round(audio_s, 3), "peaks_flop_per_s": PEAKS,
         "goals_audio_s_per_s": {"step": 1000, "forward": 3000},
