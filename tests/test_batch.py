@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from voicesearch.batch import Settings, plan_jobs, read_targets
+from voicesearch.cpu import CPU_BATCH
 from voicesearch.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,8 +121,8 @@ def test_the_grid_names_every_run_and_keeps_each_target_config_a_clone_config(tm
     c = jobs[0]["config"]
     assert c["budget"] == {"steps": None, "evals": 40, "seconds": None} and c["batch_size"] == 4
     assert c["target"]["paths"] == [str((tmp_path / "a.wav").resolve())]
-    single = plan_jobs(tmp_path, Settings(strategies=["auto"], scorers=["resemblyzer"]))
-    assert [j["id"] for j in single] == ["a", "b"] and single[0]["config"]["budget"]["evals"] == 2000
+    single = plan_jobs(tmp_path, Settings(strategies=["auto"], scorers=["resemblyzer"], device="cuda"))
+    assert [j["id"] for j in single] == ["a", "b"] and single[0]["config"]["budget"]["evals"] == 768  # clone's on a GPU
     with pytest.raises(InputError, match="unknown strategy"):
         plan_jobs(tmp_path, Settings(strategies=["nope"], scorers=["resemblyzer"]))
 
@@ -134,6 +135,7 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, monkeypatch,
     cases = [
         (("batch", tmp_path / "t", "--out", out, "--strategy", "nope"), "unknown strategy"),
         (("batch", tmp_path / "t", "--out", out, "--evals", "0"), "--evals must be at least 1"),
+        (("batch", tmp_path / "t", "--out", out, "--score-seconds", "-1"), "--score-seconds -1"),
         (("batch", tmp_path / "t", "--out", out, "--device", "cuda:1"), "places its workers itself"),
         (("batch", tmp_path / "missing", "--out", out), "do not exist"),
         (("batch",), "give TARGETS"),
@@ -177,8 +179,10 @@ def test_a_grid_batch_on_local_ray_with_one_worker(tmp_path):
     clip(tmp_path / "t" / "high.wav", 260)
     batch = tmp_path / "B"
     res = cli("batch", tmp_path / "t", "--out", batch, "--plugin", FAKES, "--renderer", "fake", "--scorer", "fake-spectrum",
-              "-s", "hill-climb", "-s", "random-walk", "--space", "offset", "--steps", "4", "--batch", "3", "--workers", "1")
+              "-s", "hill-climb", "-s", "random-walk", "--space", "offset", "--steps", "4", "--workers", "1", "--device", "cpu")
     assert res.returncode == 0, res.stderr
+    # no --batch: clone's CPU default population, said once for the batch (not once per run)
+    assert res.stderr.count(f"CPU defaults: population {CPU_BATCH}") == 1, res.stderr
     summary = json.loads((batch / "summary.json").read_text())
     assert summary["counts"]["done"] == 4
     assert sorted(j["id"] for j in summary["jobs"]) == ["high--hill-climb--fake-spectrum", "high--random-walk--fake-spectrum",
@@ -188,7 +192,8 @@ def test_a_grid_batch_on_local_ray_with_one_worker(tmp_path):
         rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2, 3, 4] and job["evaluations"] == rows[-1]["evals"]
         assert job["best"] == pytest.approx(rows[-1]["best"], abs=1e-6)
-        assert json.loads((run / "config.json").read_text())["strategy"]["name"] == job["strategy"]
+        config = json.loads((run / "config.json").read_text())
+        assert config["strategy"]["name"] == job["strategy"] and config["batch_size"] == CPU_BATCH
         assert (run / "voice_final.pt").is_file() and (run / "report.html").is_file()
     again = cli("batch", "--resume", batch)  # plug-ins are code: a resume loads them only when named again
     assert again.returncode == 2 and f"--plugin {FAKES}" in again.stderr

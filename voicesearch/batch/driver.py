@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -145,9 +145,12 @@ def _clock(seconds: float) -> str:
 
 
 def run_batch(folder: Path, plan: dict[str, Any], *, address: str | None = None, workers: int | None = None,
-              retries: int = 1, console: Console | None = None) -> dict[str, Any]:
+              retries: int = 1, console: Console | None = None,
+              on_workers: Callable[[dict[str, Any], str], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Run every job of `plan` not yet done, in `folder` (locked by the caller). Returns what happened:
-    {"counts", "interrupted", "wall_seconds", "init_seconds", "workers": [...], "results": [...]}."""
+    {"counts", "interrupted", "wall_seconds", "init_seconds", "workers": [...], "results": [...]}.
+    A new batch passes `on_workers(plan, device)`: called once the workers' device (cpu or cuda) is known, it may
+    re-plan for that device and returns the jobs to run; the plan's defaults lines are then printed once."""
     console = console or Console(stderr=True)
     folder = Path(folder)
     todo = to_run(plan, folder)
@@ -160,6 +163,10 @@ def run_batch(folder: Path, plan: dict[str, Any], *, address: str | None = None,
     ray, where = start_ray(address, workers)
     try:
         n, use_gpu, threads = place_workers(ray, device, workers)
+        if on_workers is not None:
+            todo = on_workers(plan, "cuda" if use_gpu else "cpu")
+            for note in (plan.get("defaults") or {}).get("notes") or []:
+                console.print(note, highlight=False, markup=False, soft_wrap=True)
         n = min(n, len(todo))
         actor_cls = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0, max_concurrency=2, max_restarts=0)(BatchWorker)
         actors = [actor_cls.remote(threads) for _ in range(n)]

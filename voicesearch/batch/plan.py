@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +28,25 @@ STATUSES = ("pending", "running", "done", "failed", "interrupted")
 
 @dataclass
 class Settings:
-    """The clone options every job shares (a manifest row may override the per-target ones)."""
+    """The clone options every job shares (a manifest row may override the per-target ones).
+
+    What is left unset (no scorers, no budget, batch/renderer/precision/score_seconds None, all_voices False) gets
+    the defaults `voicesearch clone` takes on the batch's device (`voicesearch.cpu.resolve_defaults`)."""
 
     strategies: list[str]
-    scorers: list[str]
+    scorers: list[str] = field(default_factory=list)
     space: str = "auto"
     steps: int | None = None
     evals: int | None = None
     seconds: float | None = None
-    batch: int | str = 16
+    batch: int | str | None = None
     device: str = "auto"
     seed: int = 0
     weights: str = "auto"
     voices: str | None = None
     exclude: list[str] | None = None
-    renderer: str = "kokoro"
-    precision: str = "fp32"
+    renderer: str | None = None
+    precision: str | None = None
     compile: bool = False
     strategy_opt: dict[str, Any] | None = None
     scorer_opt: dict[str, Any] | None = None
@@ -51,60 +54,97 @@ class Settings:
     plugins: list[str] | None = None
     checkpoint_every: int = 10
     max_audio_seconds: float = 600.0
+    score_seconds: float | None = None
+    all_voices: bool = False
 
 
-def job_config(target: Target, strategy: str, scorer: str, s: Settings) -> dict[str, Any]:
-    """The config `voicesearch clone` would write for this target, strategy and scorer."""
-    from ..session import config_path_fields, make_config
+def defaults_device(device: str) -> str:
+    """The device whose defaults a batch takes: cpu or cuda as given; for auto, this machine's (a local Ray's
+    workers get a GPU when it has one; `start` re-plans if a cluster's workers turn out otherwise)."""
+    if device in ("cpu", "cuda"):
+        return device
+    from ..session import resolve_device
+
+    return resolve_device("auto")
+
+
+def job_config(target: Target, strategy: str, scorer: str | None, s: Settings,
+               device: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """The config `voicesearch clone` would write for this target, strategy and scorer (None: the device's
+    default) on `device` (default: `defaults_device(s.device)`), and the line saying which CPU defaults it took."""
+    from ..cpu import resolve_defaults
+    from ..session import check_names, config_path_fields, make_config
 
     o = target.options
-    options = {"precision": s.precision} if s.renderer == "kokoro" else {}
-    if s.compile and s.renderer == "kokoro":
+    renderer = s.renderer or "kokoro"  # a placeholder when not given: see resolve_defaults
+    options = {"precision": s.precision or "fp32"} if renderer == "kokoro" else {}
+    if s.compile and renderer == "kokoro":
         options["compile"] = True
-    if s.weights != "auto" or s.renderer == "kokoro":
+    if s.weights != "auto" or renderer == "kokoro":
         options["weights"] = s.weights
     if any(k in o for k in ("steps", "evals", "seconds")):  # a row's budget replaces the batch's, as on the clone line
         budget = {k: o.get(k) for k in ("steps", "evals", "seconds")}
     elif s.steps or s.evals or s.seconds:
         budget = {"steps": s.steps, "evals": s.evals, "seconds": s.seconds}
     else:
-        budget = {"steps": None, "evals": 2000, "seconds": None}
+        budget = None
+    batch = o.get("batch", s.batch)
+    unset = {"budget": budget, "batch_size": batch}  # make_config's placeholders stay where these are None
     config = make_config(
         target={"paths": list(target.paths), "texts": [target.text] if target.text else [], "text_files": None,
                 "max_seconds": s.max_audio_seconds},
         strategy={"name": strategy, "options": dict(o.get("strategy_opt", s.strategy_opt or {}))},
-        scorer={"name": scorer, "options": dict(o.get("scorer_opt", s.scorer_opt or {}))},
+        scorer={**({"name": scorer} if scorer is not None else {}),
+                "options": dict(o.get("scorer_opt", s.scorer_opt or {}))},
         space={"name": o.get("space", s.space), "options": dict(o.get("space_opt", s.space_opt or {}))},
-        renderer={"name": s.renderer, "options": options},
+        renderer={"name": renderer, "options": options},
         device=s.device, voices=s.voices, exclude_voices=list(o.get("exclude", s.exclude or [])),
-        budget=budget, batch_size=o.get("batch", s.batch), seed=int(o.get("seed", s.seed)),
-        checkpoint_every=s.checkpoint_every, plugins=list(s.plugins or []),
+        seed=int(o.get("seed", s.seed)), checkpoint_every=s.checkpoint_every, plugins=list(s.plugins or []),
+        **{k: v for k, v in unset.items() if v is not None},
     )
-    return config_path_fields(config)
+    if s.score_seconds:
+        config["score_seconds"] = s.score_seconds
+    given = {key for key, on in (("renderer", s.renderer is not None), ("batch_size", batch is not None),
+                                 ("budget", budget is not None), ("score_seconds", s.score_seconds is not None),
+                                 ("stock_langs", s.all_voices), ("scorer", scorer is not None),
+                                 ("torch_renderer", s.precision is not None or s.compile
+                                  or s.weights not in ("auto", "pypi-int8"))) if on}
+    config = config_path_fields(config)
+    check_names(config)  # plug-ins loaded and names known before the defaults ask about the strategy and scorer
+    note = resolve_defaults(config, given, device or defaults_device(s.device))
+    return config, note
 
 
-def make_jobs(targets: list[Target], s: Settings) -> list[dict[str, Any]]:
+def make_jobs(targets: list[Target], s: Settings, device: str | None = None,
+              notes: list[str] | None = None) -> list[dict[str, Any]]:
     """Every (target, strategy, scorer) of the grid as a job with a unique id and its own run directory.
 
-    A manifest row's strategy/scorer replaces the grid's for that target. The id is the target's name when the
-    batch runs one strategy and one scorer, else `NAME--STRATEGY--SCORER` (file-name-safe).
+    A manifest row's strategy/scorer replaces the grid's for that target; what is left unset takes the defaults of
+    `device` (default: `defaults_device(s.device)`), as `voicesearch clone` there; each distinct line saying which
+    CPU defaults were taken is added to `notes`. The id is the target's name when the batch runs one strategy and
+    one scorer, else `NAME--STRATEGY--SCORER` (file-name-safe).
     """
     from ..session import check_names, validate_config
 
+    device = device or defaults_device(s.device)
     combos = []
     for t in targets:
         strategies = [t.options["strategy"]] if "strategy" in t.options else s.strategies
-        scorers = [t.options["scorer"]] if "scorer" in t.options else s.scorers
-        combos += [(t, st, sc) for st in strategies for sc in scorers]
-    grid = len({(st, sc) for _, st, sc in combos}) > 1
+        scorers = [t.options["scorer"]] if "scorer" in t.options else (s.scorers or [None])
+        for st in strategies:
+            for sc in scorers:
+                config, note = job_config(t, st, sc, s, device)
+                if note and notes is not None and note not in notes:
+                    notes.append(note)
+                combos.append((t, st, config["scorer"]["name"], config))
+    grid = len({(st, sc) for _, st, sc, _ in combos}) > 1
     jobs, used = [], set()
-    for t, st, sc in combos:
+    for t, st, sc, config in combos:
         base = f"{t.name}--{slug(st)}--{slug(sc)}" if grid else t.name
         jid, i = base, 2
         while jid.lower() in used:
             jid, i = f"{base}-{i}", i + 1
         used.add(jid.lower())
-        config = job_config(t, st, sc, s)
         check_names(config)  # unknown strategy/scorer/space/renderer names fail here, before anything is written
         validate_config(config, f"target {t.name}")
         jobs.append({"id": jid, "target": t.name, "strategy": st, "scorer": sc, "run": f"{RUNS}/{jid}", "config": config})
@@ -122,6 +162,8 @@ def check_settings(s: Settings) -> None:
         raise InputError(f"--checkpoint-every must be at least 1 (got {s.checkpoint_every})")
     if s.seed < 0:
         raise InputError(f"--seed must be a non-negative integer (got {s.seed})")
+    if s.score_seconds is not None and not 0 <= s.score_seconds <= 600:
+        raise InputError(f"--score-seconds {s.score_seconds}: give seconds from 0 (the whole transcript) to 600")
     if s.device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device {s.device!r}: a batch places its workers itself; use auto, cpu or cuda")
 
@@ -129,9 +171,12 @@ def check_settings(s: Settings) -> None:
 # ------------------------------------------------------------------------------------------------ batch.json
 
 
-def new_plan(jobs: list[dict[str, Any]], source: str, settings: Settings) -> dict[str, Any]:
+def new_plan(jobs: list[dict[str, Any]], source: str, settings: Settings, device: str | None = None,
+             notes: list[str] | None = None) -> dict[str, Any]:
+    """The plan; `defaults` records the device whose defaults the jobs took and the lines saying which."""
     return {"version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "targets": source,
             "settings": {k: v for k, v in vars(settings).items()}, "jobs": jobs,
+            "defaults": {"device": device or defaults_device(settings.device), "notes": list(notes or [])},
             "status": {j["id"]: {"status": "pending", "attempts": 0} for j in jobs}}
 
 

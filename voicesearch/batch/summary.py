@@ -105,7 +105,10 @@ def _page(plan: dict[str, Any], folder: Path, table: list[dict[str, Any]]) -> st
                      f"<td class=n>{r['seconds']:.1f}</td><td>{e(r['status'])}</td><td class=n>{r['attempts']}</td>"
                      f"<td>{e(r['error'])}</td></tr>")
     budget = {k: settings.get(k) for k in ("steps", "evals", "seconds") if settings.get(k) is not None}
-    foot = f"<p class=small>settings: {e(json.dumps({**budget, 'batch': settings.get('batch'), 'device': settings.get('device')}))}</p>"
+    shown = {**budget, "batch": settings.get("batch"), "device": settings.get("device")}
+    if isinstance(plan.get("defaults"), dict):  # what was left unset took `voicesearch clone`'s defaults there
+        shown["defaults of"] = plan["defaults"].get("device")
+    foot = f"<p class=small>settings: {e(json.dumps(shown))}</p>"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>voicesearch batch</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse}}
 td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}} td.n{{text-align:right;font-variant-numeric:tabular-nums}}

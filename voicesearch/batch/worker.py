@@ -52,6 +52,7 @@ class BatchWorker:
 
         if threads:
             torch.set_num_threads(int(threads))
+        self.threads = int(threads) if threads else None
         self._renderers: dict[str, Any] = {}
         self._scorers: dict[str, Any] = {}
         self._batch_choices: dict[str, Any] = {}
@@ -116,6 +117,9 @@ class BatchWorker:
             if run_dir.exists():  # an attempt that died before its first checkpoint: nothing in it to keep
                 shutil.rmtree(run_dir)
             config = copy.deepcopy(job["config"])
+            options = config["renderer"].get("options") or {}
+            if self.threads and str(options.get("workers", "")).strip().lower() == "auto":
+                options["workers"] = self.threads  # this worker's share of the CPUs, not all of them (CPU defaults)
         renderer = self._renderer(config, out)
         auto = config["batch_size"] == "auto"
         if auto:
