@@ -78,6 +78,14 @@ def test_padding_in_a_batch_changes_nothing(clips, extractor, torch_features):
     assert torch.allclose(batched[1], alone[0], rtol=1e-5, atol=1e-9)
 
 
+def test_cpu_slices_change_nothing(clips, torch_features):
+    """On a CPU a large batch runs in slices, each cut to its own longest clip: the features are the same."""
+    sliced = TorchFeatures()
+    sliced.CPU_SLICE_SAMPLES = 24000  # one clip per slice
+    out = sliced(AudioBatch.from_list([torch.from_numpy(c) for c in reversed(clips)], 24000))
+    assert torch.allclose(out.flip(0), torch_features, rtol=1e-5, atol=1e-9)
+
+
 def test_similarity_is_the_seeds_formula():
     target = torch.tensor([2.0, -4.0, 0.5, 0.0], dtype=torch.float64)
     same = target.clone()
@@ -106,3 +114,36 @@ def test_feature_scorer_prefers_the_target_voice(clips, targets_dir):
     result = scorer.score(Renders(ClipRenderer(), packs, scorer.texts(target)), state)
     assert result.total[1] == pytest.approx(1.0) and result.total[0] < 1.0
     assert set(result.parts) == {"feature_similarity", "feature_penalty"}
+
+
+def test_halving_is_voicesearch_resample(clips, extractor):
+    """The CQT's octave-by-octave 2:1 decimation (a blocked matmul) computes voicesearch.resample(y, 2, 1)."""
+    from voicesearch.resample import resample
+
+    y = torch.from_numpy(np.stack([clips[0][: 3 * 24000 + 777], clips[1][: 3 * 24000 + 777]]))  # odd length
+    halved, reference = extractor._halve(y), resample(y, 2, 1)
+    assert halved.shape == reference.shape == (2, (y.shape[1] + 1) // 2)
+    assert torch.allclose(halved, reference, rtol=0, atol=1e-6)
+
+
+def test_batched_tempo_is_librosas(clips, extractor):
+    """The batched tempo estimate (padded envelopes of different lengths) picks librosa.feature.tempo's BPM for each
+    item, and both FFT paths of its autocorrelation (scipy on CPUs, torch elsewhere) agree with librosa's."""
+    import librosa
+
+    from scorers.features import _autocorrelate
+
+    pieces = [clips[0], clips[1][: 7 * 24000], clips[0][3 * 24000 : 9 * 24000]]
+    envs = [librosa.onset.onset_strength(y=p, sr=24000, hop_length=512).astype(np.float32) for p in pieces]
+    n_frames = torch.tensor([len(e) for e in envs])
+    batch = torch.zeros(len(envs), int(n_frames.max()) + 5)
+    for i, e in enumerate(envs):
+        batch[i, : len(e)] = torch.from_numpy(e)
+    expected = [float(librosa.feature.tempo(onset_envelope=e, sr=24000, hop_length=512)[0]) for e in envs]
+    assert extractor._tempo(batch, n_frames).tolist() == expected
+    assert len(set(expected)) > 1  # the items really differ
+
+    frames = torch.from_numpy(librosa.util.frame(envs[0].astype(np.float64), frame_length=375, hop_length=40).T.copy())
+    reference = torch.from_numpy(librosa.autocorrelate(frames.numpy(), axis=-1))
+    for scipy_fft in (True, False):
+        assert torch.allclose(_autocorrelate(frames, scipy_fft=scipy_fft), reference, rtol=1e-9, atol=1e-9 * float(reference.abs().max()))
