@@ -154,3 +154,28 @@ def test_the_app_takes_clones_defaults_on_the_device(targets, tmp_path, monkeypa
     assert (chosen["scorer"]["name"], chosen["budget"]["evals"], chosen["batch_size"]) == ("hybrid", 10, 2)
     assert "score_seconds" not in chosen
     assert not (tmp_path / "runs").exists()  # new_config writes nothing
+
+
+def test_a_new_batch_planned_for_another_device_is_planned_again_for_its_workers(targets, tmp_path, monkeypatch):
+    """`--device auto` plans for this machine; when the Ray workers turn out to be on the other kind (a cluster
+    unlike the machine that starts the batch), the runs take the workers' device defaults before any starts."""
+    pytest.importorskip("ray")
+    import io
+
+    from rich.console import Console
+
+    import voicesearch.batch as batch
+
+    monkeypatch.setattr(batch, "defaults_device", lambda device: "cuda")  # this machine "has a GPU"; the local Ray none
+    fakes = str(Path(__file__).resolve().parent / "fakes.py")
+    settings = Settings(strategies=["hill-climb"], scorers=["fake-spectrum"], renderer="fake", space="offset", steps=2,
+                        plugins=[fakes])
+    log = io.StringIO()
+    outcome = batch.start(targets, settings, tmp_path / "B", workers=1, console=Console(file=log, width=300))
+    plan = json.loads((tmp_path / "B" / "batch.json").read_text())
+    assert outcome["counts"]["done"] == 2 and plan["defaults"]["device"] == "cpu"
+    for job in plan["jobs"]:
+        config = json.loads((tmp_path / "B" / job["run"] / "config.json").read_text())
+        assert job["config"]["batch_size"] == config["batch_size"] == CPU_BATCH  # not the GPU's 16 it was planned with
+        assert config["stock_langs"] == ["a", "b"] and config["report_live_audio"] is False
+    assert log.getvalue().count("CPU defaults:") == 1, log.getvalue()
