@@ -14,7 +14,7 @@ a copy of it), whose calls are also timed, interleaved with the working tree's (
 alike). The run exits 1 when a feature is outside the bounds.
 
     python benchmarks/features_speed.py --device cpu --threads 2 --batch 16 --out benchmarks/results/features_speed_cpu.json
-    python benchmarks/features_speed.py --device cpu --threads 1 --batch 16 --baseline 9f1c2ab --out /tmp/ab.json
+    python benchmarks/features_speed.py --device cpu --threads 1 --batch 16 --baseline d3eb66d --out /tmp/ab.json
     python benchmarks/features_speed.py --device cuda --batch 16 --compare benchmarks/results/features_speed_cpu_after.json \
         --out /tmp/parity_cuda.json                                    # CUDA features vs the CPU run's
     python benchmarks/features_speed.py --device cuda --batch 128 --baseline features_before.py \
