@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -76,7 +76,25 @@ def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     return (torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]).unsqueeze(1)
 
 
-def adain(mod, x: torch.Tensor, s: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def keep(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """x with zeros where the mask `m` is False: one kernel each way (masked_fill(~m, 0) takes three forward)."""
+    return torch.where(m, x, 0)
+
+
+class Span(NamedTuple):
+    """Each item's own positions of a padded batch: mask (B, 1, L) and their count (B, 1, 1) as float, made once
+    per length and shared by every masked norm at that length."""
+
+    m: torch.Tensor
+    n: torch.Tensor
+
+    @classmethod
+    def of(cls, lengths: torch.Tensor, size: int) -> "Span":
+        m = lengths_mask(lengths, size)
+        return cls(m, m.sum(-1, keepdim=True).clamp(min=1).float())
+
+
+def adain(mod, x: torch.Tensor, s: torch.Tensor, span: Span) -> torch.Tensor:
     """kokoro.istftnet.AdaIN1d over each item's own positions: instance-norm statistics from the unmasked part only.
 
     Inputs are zero past each item's end (every function here keeps that so), so plain sums give the masked sums.
@@ -84,39 +102,60 @@ def adain(mod, x: torch.Tensor, s: torch.Tensor, m: torch.Tensor) -> torch.Tenso
     """
     norm = mod.norm
     xf = x.float()
-    n = m.sum(-1, keepdim=True).clamp(min=1)
-    centred = (xf - xf.sum(-1, keepdim=True) / n).masked_fill(~m, 0)
-    var = centred.square().sum(-1, keepdim=True) / n
+    centred = keep(xf - xf.sum(-1, keepdim=True) / span.n, span.m)
+    var = centred.square().sum(-1, keepdim=True) / span.n
     gamma, beta = mod.fc(s).float()[:, :, None].chunk(2, dim=1)
-    scale = (1 + gamma) * torch.rsqrt(var + norm.eps)
+    gain = 1 + gamma
+    scale = gain * torch.rsqrt(var + norm.eps)
     shift = beta
     if norm.affine:
-        shift = (1 + gamma) * norm.bias.float()[:, None] + beta
+        shift = torch.addcmul(beta, gain, norm.bias.float()[:, None])
         scale = scale * norm.weight.float()[:, None]
-    return (centred * scale + shift).masked_fill(~m, 0)
+    return keep(torch.addcmul(shift, centred, scale), span.m)
 
 
-def adain_resblk(blk, x: torch.Tensor, s: torch.Tensor, m: torch.Tensor, m_up: torch.Tensor | None) -> torch.Tensor:
-    """kokoro.istftnet.AdainResBlk1d with masking; `m_up` is the mask at twice the length when the block upsamples."""
-    r = blk.actv(adain(blk.norm1, x, s, m))
+def adain_resblk(blk, x: torch.Tensor, s: torch.Tensor, span: Span, span_up: Span | None) -> torch.Tensor:
+    """kokoro.istftnet.AdainResBlk1d with masking; `span_up` is the span at twice the length when the block upsamples."""
+    r = blk.actv(adain(blk.norm1, x, s, span))
     if blk.upsample_type != "none":
-        m = m_up
-        r = blk.pool(r).masked_fill(~m, 0)
-    r = blk.conv1(r).masked_fill(~m, 0)
-    r = blk.actv(adain(blk.norm2, r, s, m))
+        span = span_up
+        r = keep(blk.pool(r), span.m)
+    r = keep(blk.conv1(r), span.m)
+    r = blk.actv(adain(blk.norm2, r, s, span))
     r = blk.conv2(r)
-    return ((r + blk._shortcut(x)) * (1 / math.sqrt(2))).masked_fill(~m, 0)
+    return keep((r + blk._shortcut(x)) * (1 / math.sqrt(2)), span.m)
+
+
+class _Snake(torch.autograd.Function):
+    """x + sin²(αx)/α with its derivative written out, 1 + sin(2αx): the backward keeps only x (autograd's own
+    would keep αx and sin(αx), both the size of the generator's largest activations) and runs three kernels."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, alpha)
+        return x + (1 / alpha) * torch.sin(alpha * x) ** 2
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, alpha = ctx.saved_tensors
+        twice = torch.sin(2 * alpha * x)
+        grad_x = torch.addcmul(grad, grad, twice) if ctx.needs_input_grad[0] else None
+        grad_alpha = None
+        if ctx.needs_input_grad[1]:  # d/dα = x·sin(2αx)/α − sin²(αx)/α²
+            d = x * twice / alpha - torch.sin(alpha * x) ** 2 / alpha**2
+            grad_alpha = (grad * d).sum(dim=[i for i in range(d.dim()) if alpha.shape[i] == 1], keepdim=True)
+        return grad_x, grad_alpha
 
 
 def snake(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    return x + (1 / alpha) * torch.sin(alpha * x) ** 2
+    return _Snake.apply(x, alpha) if torch.is_grad_enabled() else x + (1 / alpha) * torch.sin(alpha * x) ** 2
 
 
-def adain_resblock1(blk, x: torch.Tensor, s: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def adain_resblock1(blk, x: torch.Tensor, s: torch.Tensor, span: Span) -> torch.Tensor:
     """kokoro.istftnet.AdaINResBlock1 (the generator's Snake residual block) with masking."""
     for c1, c2, n1, n2, a1, a2 in zip(blk.convs1, blk.convs2, blk.adain1, blk.adain2, blk.alpha1, blk.alpha2):
-        xt = c1(snake(adain(n1, x, s, m), a1)).masked_fill(~m, 0)
-        xt = c2(snake(adain(n2, xt, s, m), a2)).masked_fill(~m, 0)
+        xt = keep(c1(snake(adain(n1, x, s, span), a1)), span.m)
+        xt = keep(c2(snake(adain(n2, xt, s, span), a2)), span.m)
         x = xt + x
     return x
 
@@ -180,13 +219,13 @@ def align(features: torch.Tensor, durations: torch.Tensor, frames: int) -> torch
     frame = torch.arange(frames, device=durations.device).expand(durations.shape[0], -1).contiguous()
     token = torch.searchsorted(ends, frame, right=True).clamp(max=durations.shape[1] - 1)
     out = features.expand(durations.shape[0], -1, -1).gather(2, token[:, None, :].expand(-1, features.shape[1], -1))
-    return out.masked_fill(~lengths_mask(ends[:, -1], frames), 0)
+    return keep(out, lengths_mask(ends[:, -1], frames))
 
 
 def prosody(model, en: torch.Tensor, s: torch.Tensor, frames: torch.Tensor, differentiable: bool):
     """ProsodyPredictor.F0Ntrain with masking: (F0, energy), each (B, 2 * frames_max)."""
     pred = model.predictor
-    m1, m2 = lengths_mask(frames, en.shape[-1]), lengths_mask(2 * frames, 2 * en.shape[-1])
+    m1, m2 = Span.of(frames, en.shape[-1]), Span.of(2 * frames, 2 * en.shape[-1])
     with recurrent(en.device, differentiable, pred.shared):
         x = packed_lstm(pred.shared, en.transpose(1, 2), frames).transpose(1, 2)
     curves = []
@@ -196,17 +235,17 @@ def prosody(model, en: torch.Tensor, s: torch.Tensor, frames: torch.Tensor, diff
             up = block.upsample_type != "none"
             y = adain_resblk(block, y, s, m, m2 if up else None)
             m = m2 if up else m
-        curves.append(proj(y).masked_fill(~m2, 0).squeeze(1).float())
+        curves.append(keep(proj(y), m2.m).squeeze(1).float())
     return curves[0], curves[1]
 
 
 def decode(dec, asr: torch.Tensor, f0: torch.Tensor, energy: torch.Tensor, s: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     """kokoro.istftnet.Decoder up to the generator, masked: (B, 512, 2 * frames_max)."""
-    m1, m2 = lengths_mask(frames, asr.shape[-1]), lengths_mask(2 * frames, 2 * asr.shape[-1])
-    f0 = dec.F0_conv(f0.unsqueeze(1)).masked_fill(~m1, 0)
-    energy = dec.N_conv(energy.unsqueeze(1)).masked_fill(~m1, 0)
+    m1, m2 = Span.of(frames, asr.shape[-1]), Span.of(2 * frames, 2 * asr.shape[-1])
+    f0 = keep(dec.F0_conv(f0.unsqueeze(1)), m1.m)
+    energy = keep(dec.N_conv(energy.unsqueeze(1)), m1.m)
     x = adain_resblk(dec.encode, torch.cat([asr, f0.to(asr.dtype), energy.to(asr.dtype)], dim=1), s, m1, None)
-    asr_res = dec.asr_res(asr).masked_fill(~m1, 0)
+    asr_res = keep(dec.asr_res(asr), m1.m)
     residual = True
     for block in dec.decode:
         if residual:
@@ -259,14 +298,14 @@ def harmonic_source(gen, f0: torch.Tensor, frames: torch.Tensor, noise: NoiseBan
         idx = torch.where(idx > last, 2 * last - idx, idx).clamp(0, L - 1)
         spec = torch.stft(source.gather(1, idx), n_fft, hop, n_fft, window=hann(n_fft, f0.device), center=False, return_complex=True)
         har = torch.cat([spec.abs(), spec.angle()], dim=1)
-        return har.masked_fill(~lengths_mask(samples // hop + 1, har.shape[-1]), 0)
+        return keep(har, lengths_mask(samples // hop + 1, har.shape[-1]))
 
 
 def istft(spec: torch.Tensor, phase: torch.Tensor, n_fft: int, hop: int, valid_frames: torch.Tensor) -> torch.Tensor:
     """torch.istft(center=True) per item with each item's own frame count (its own window envelope); differentiable."""
     K = spec.shape[-1]
     m = lengths_mask(valid_frames, K)
-    spec = spec.masked_fill(~m, 0)
+    spec = keep(spec, m)
     z = torch.complex(spec * torch.cos(phase), spec * torch.sin(phase))
     window = hann(n_fft, spec.device)
     frames = torch.fft.irfft(z, n=n_fft, dim=1) * window[None, :, None]
@@ -296,9 +335,9 @@ def generate(gen, x: torch.Tensor, s: torch.Tensor, har: torch.Tensor, frames: t
             item_len = item_len * gen.ups[i].stride[0] + 1
         else:
             item_len = item_len * gen.ups[i].stride[0]
-        m = lengths_mask(item_len, x.shape[-1])
-        source = block(gen.noise_res[i], gen.noise_convs[i](har).masked_fill(~m, 0), s, m)
-        x = x.masked_fill(~m, 0) + source
+        m = Span.of(item_len, x.shape[-1])
+        source = block(gen.noise_res[i], keep(gen.noise_convs[i](har), m.m), s, m)
+        x = keep(x, m.m) + source
         xs = None
         for j in range(gen.num_kernels):
             y = block(gen.resblocks[i * gen.num_kernels + j], x, s, m)
@@ -311,7 +350,7 @@ def generate(gen, x: torch.Tensor, s: torch.Tensor, har: torch.Tensor, frames: t
         return istft(spec, phase, gen.post_n_fft, gen.stft.hop_length, item_len)
 
 
-def _checkpointed(blk, x: torch.Tensor, s: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def _checkpointed(blk, x: torch.Tensor, s: torch.Tensor, m: Span) -> torch.Tensor:
     from torch.utils.checkpoint import checkpoint
 
     return checkpoint(adain_resblock1, blk, x, s, m, use_reentrant=False)
@@ -356,5 +395,5 @@ def synthesize(
         with stage("generator"):
             samples = frames * SAMPLES_PER_FRAME
             # the last window overlaps 10 samples past an item's end: zero them, as a render of the item alone ends there
-            wave = (generate_fn or generate)(gen, x, s_dec, har, frames).masked_fill(~lengths_mask(samples, frames.max() * SAMPLES_PER_FRAME)[:, 0], 0)
+            wave = keep((generate_fn or generate)(gen, x, s_dec, har, frames), lengths_mask(samples, frames.max() * SAMPLES_PER_FRAME)[:, 0])
     return wave, samples, Held(durations, har, f0)  # f0 is zero past each item's end (prosody masks it)

@@ -54,6 +54,18 @@ def ensure_kokoro_model_importable() -> None:
     log.info("kokoro imported without its G2P pipeline (%s)", reason)
 
 
+def fold_weight_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace Kokoro's weight-norm hooks (W = g·v/‖v‖ recomputed before every call of ~100 convolutions) by the
+    weight they compute: the weights never change here, so that is the same convolution minus a kernel per call."""
+    from torch.nn.utils import remove_weight_norm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for module in model.modules():
+        for hook in [h for h in module._forward_pre_hooks.values() if isinstance(h, WeightNorm)]:
+            remove_weight_norm(module, hook.name)
+    return model
+
+
 def random_kmodel(seed: int = 0):
     """Kokoro's architecture with seeded random initial weights (for tests and development only)."""
     from .weights import empty_kmodel
@@ -116,7 +128,7 @@ class KokoroRenderer:
             from .weights import load_kmodel
 
             model, self.weights_source = load_kmodel(weights, self.device)
-        self.model = model.to(self.device).eval()
+        self.model = fold_weight_norm(model).to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # gradients are wanted for styles only
         gen = self.model.decoder.generator
