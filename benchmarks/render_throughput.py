@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--weights", default="auto")
     ap.add_argument("--batches", default="1,8,32,64,128,256")
-    ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated; add +compile for torch.compile, e.g. bf16+compile")
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated; add +compile for torch.compile, +bench for cuDNN's "
+                    "autotuned convolutions (torch.backends.cudnn.benchmark), e.g. bf16+compile+bench")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--find-max", action="store_true", help="double the batch past the list until a CUDA OOM split happens")
     ap.add_argument("--time-budget", type=float, default=480.0, help="stop starting new rows after this many seconds")
@@ -138,8 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
     weights_source = None
     for precision in args.precisions.split(","):
         # "bf16+compile": that precision with the generator under torch.compile (its compile time is reported apart)
-        renderer = KokoroRenderer(device=args.device, weights=args.weights, precision=precision.split("+")[0],
-                                  max_batch=max(batches), compile=precision.endswith("+compile"))
+        base, *levers = precision.split("+")
+        torch.backends.cudnn.benchmark = "bench" in levers
+        renderer = KokoroRenderer(device=args.device, weights=args.weights, precision=base,
+                                  max_batch=max(batches), compile="compile" in levers)
         weights_source = renderer.weights_source
         todo = list(batches)
         while todo:
