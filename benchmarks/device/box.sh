@@ -13,5 +13,5 @@ if [ ! -e "$STAGE/.installed" ]; then
 fi
 rm -rf /tmp/vs && pip install -q --no-deps --no-build-isolation --target /tmp/vs . >/dev/null  # this call's checkout
 export PYTHONPATH=/tmp/vs:$STAGE/site
-export VOICESEARCH_VOICES_DIR=$STAGE/voices VOICESEARCH_TARGETS_DIR=$STAGE/targets VOICESEARCH_DEVSET_DIR=$STAGE/devset
+export VOICESEARCH_VOICES_DIR=$STAGE/voices VOICESEARCH_TARGETS_DIR=$STAGE/targets VOICESEARCH_DEVSET_DIR=$STAGE/devset VOICESEARCH_DEVSET=$STAGE/devset
 export HF_HUB_OFFLINE=1 TORCHINDUCTOR_CACHE_DIR=$STAGE/inductor
