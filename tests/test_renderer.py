@@ -332,3 +332,37 @@ def test_snake_backward_is_the_derivative_autograd_would_give():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     with torch.no_grad():
         torch.testing.assert_close(snake(x, alpha), x + (1 / alpha) * torch.sin(alpha * x) ** 2, rtol=0, atol=0)
+
+
+def test_conv_layouts_benchmark_lists_the_generators_convolutions(monkeypatch):
+    """benchmarks/conv_layouts.py times Kokoro's generator convolutions from a table of shapes (the GPU box has no
+    Kokoro): the table must be the generator's, rates included, and its layouts must compute the same convolution."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import conv_layouts
+
+    gen = renderer_module.random_kmodel().decoder.generator
+    convs = {n: m for n, m in gen.named_modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))}
+    listed = {s.name: s for s in conv_layouts.GENERATOR_CONVS}
+    assert listed.keys() == convs.keys()
+    for name, m in convs.items():
+        s = listed[name]
+        assert (s.c_in, s.c_out, s.kernel, s.dilation, s.padding, s.stride, s.transposed) == (
+            m.in_channels, m.out_channels, m.kernel_size[0], m.dilation[0], m.padding[0], m.stride[0],
+            isinstance(m, torch.nn.ConvTranspose1d)), name
+    # 24 kHz audio; the generator's input frames are worth hop x (product of the upsampling strides) samples
+    up1, up2 = (u.stride[0] for u in gen.ups)
+    frame_rate = 24000 // (gen.stft.hop_length * up1 * up2)
+    source_rate = 24000 // gen.stft.hop_length + 1  # the harmonic source's STFT frames
+    expected = {"ups.0": frame_rate, "ups.1": frame_rate * up1, "conv_post": frame_rate * up1 * up2 + 1,
+                "noise_convs.0": source_rate, "noise_convs.1": source_rate}
+    for s in conv_layouts.GENERATOR_CONVS:
+        stage = 0 if s.name.startswith(("noise_res.0", "resblocks.0", "resblocks.1", "resblocks.2")) else 1
+        assert s.rate == expected.get(s.name, frame_rate * up1 * (up2 if stage else 1)), s.name
+
+    result = conv_layouts.main(["--device", "cpu", "--dtype", "fp32", "--batch", "2", "--seconds", "0.05",
+                                "--repeats", "1", "--layouts", "ncl,nhwc+bench",
+                                "--only", "ups.0,noise_convs.0,resblocks.4.convs1.2,conv_post"])
+    assert [r["name"] for r in result["rows"]] == ["ups.0", "noise_convs.0", "resblocks.4.convs1.2", "conv_post"]
+    assert all(r["nhwc+bench"]["max_rel_diff"] < 1e-5 for r in result["rows"])
